@@ -1,0 +1,42 @@
+# proxysigv4 — make install | test | lint | run
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CONFIG ?= proxysigv4.yaml
+PORT ?= 8080
+
+.PHONY: install test lint format run clean
+
+install: $(STAMP)
+
+# Pick the first interpreter >= 3.12 (mitmproxy 12 needs it); .python-version selects one on pyenv machines.
+$(STAMP): setup.cfg pyproject.toml
+	@py=""; for c in python3.13 python3.12 python3; do \
+	  if command -v $$c >/dev/null 2>&1 && $$c -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1; then py=$$c; break; fi; \
+	done; \
+	if [ -z "$$py" ]; then \
+	  echo "error: proxysigv4 needs Python >= 3.12 (mitmproxy 12 requires it); install python3.12 or newer and retry" >&2; exit 1; \
+	fi; \
+	echo "using $$py ($$($$py --version))"; \
+	$$py -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+lint: install
+	$(VENV)/bin/ruff check addon tests
+	$(VENV)/bin/ruff format --check addon tests
+
+format: install
+	$(VENV)/bin/ruff format addon tests
+	$(VENV)/bin/ruff check --fix addon tests
+
+test: install lint
+	$(VENV)/bin/pytest -q -rs
+
+run: install
+	PYTHONUNBUFFERED=1 $(VENV)/bin/mitmdump -s addon/proxysigv4.py --mode reverse:http://127.0.0.1:1 \
+	  --listen-host 127.0.0.1 -p $(PORT) --set proxysigv4_config=$(CONFIG)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

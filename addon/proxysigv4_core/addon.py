@@ -1,0 +1,263 @@
+"""The mitmproxy addon: translates flows to and from the pure core, and fails closed.
+
+Per request: resolve route (routing) -> credentials -> filter headers (headers) -> sign
+(signing) -> forward; responses: filter headers; every failure becomes a JSON answer.
+"""
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from mitmproxy import ctx, exceptions, http
+
+from . import errors
+from .config import Config, ConfigError, Route, load_config
+from .credentials import CredentialError, CredentialStore
+from .headers import filter_request_headers, filter_response_headers
+from .routing import RequestRejected, RouteTable, Upstream, resolve
+from .signing import sign_request
+
+log = logging.getLogger("proxysigv4")
+OPTION = "proxysigv4_config"
+# Built-in addons that run after scripts and would change a request after it was signed.
+_POST_SIGNING_MODIFIERS = frozenset({"map_remote", "modify_headers", "modify_body"})
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+@dataclass
+class _InFlight:
+    """A request this addon signed and forwarded, until its response or error."""
+
+    route: Route
+    client_target: str
+    target_url: str
+    started: float
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass(frozen=True)
+class _State:
+    """Everything derived from one config file; replaced whole on reload."""
+
+    config: Config
+    table: RouteTable
+
+
+def _mask(access_key_id: str | None) -> str | None:
+    if not access_key_id:
+        return None
+    return f"{access_key_id[:4]}…{access_key_id[-4:]}" if len(access_key_id) > 8 else "…"
+
+
+class ProxySigV4:
+    def __init__(self) -> None:
+        self.state: _State | None = None
+        self.credentials = CredentialStore()
+        self._in_flight: dict[str, _InFlight] = {}
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            OPTION,
+            str,
+            "proxysigv4.yaml",
+            """
+            YAML file with a `proxysigv4:` section: routes ('/prefix': target or
+            {target, roleArn, service, region, ...}) whose requests are signed with AWS SigV4.
+            """,
+        )
+        errors.install_json_error_pages()
+
+    # ---- configuration -------------------------------------------------------------------
+    def configure(self, updated: set[str]) -> None:
+        if OPTION in updated:
+            try:
+                config = load_config(ctx.options.proxysigv4_config)
+            except ConfigError as e:
+                raise exceptions.OptionsError(f"proxysigv4: {e}") from e
+            self.state = _State(config, RouteTable(config.routes))
+            self.credentials.retain(config.routes)
+            log.info(
+                "proxysigv4: %d routes from %s: %s",
+                len(config.routes),
+                config.source,
+                ", ".join(f"{r.prefix} -> {r.target.url} ({r.service}/{r.region})" for r in config.routes),
+            )
+            self._prefetch_credentials()
+        if {OPTION, "proxyauth"} & updated and self.state is not None:
+            if self.state.config.allow_unauthenticated_requests is False and not ctx.options.proxyauth:
+                raise exceptions.OptionsError(
+                    f"proxysigv4: {self.state.config.source}: allowUnauthenticatedRequests is false "
+                    "but no inbound authentication is configured; start with --set proxyauth=user:pass "
+                    "(or an htpasswd file), or set allowUnauthenticatedRequests: true"
+                )
+        if "connection_strategy" in updated and ctx.options.connection_strategy == "eager":
+            # Eager mode connects to the --mode target before we reroute; each route has its own.
+            ctx.options.connection_strategy = "lazy"
+        for name in _POST_SIGNING_MODIFIERS & updated:
+            if getattr(ctx.options, name):
+                log.warning(
+                    "proxysigv4: option %s rewrites requests after they are signed, "
+                    "which invalidates the signature of requests it changes",
+                    name,
+                )
+
+    def running(self) -> None:
+        self._prefetch_credentials()
+
+    def _prefetch_credentials(self) -> None:
+        if self.state is None:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not running yet; `running` will do it
+        for route in self.state.config.routes:
+            self.credentials.provider(route).start_background_refresh()
+
+    # ---- requests --------------------------------------------------------------------------
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        # The body is hashed into the signature, so it must be held, not streamed past us.
+        if flow.request.stream:
+            flow.request.stream = False
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live:
+            return
+        started = time.monotonic()
+        client_target = flow.request.path
+        route: Route | None = None
+        try:
+            if self.state is None:
+                raise RequestRejected(503, "not_configured", "proxysigv4 has no route table loaded")
+            if flow.request.stream:
+                # Another addon made the body stream after requestheaders: it cannot be signed.
+                flow.kill()
+                return
+            upstream = resolve(self.state.table, client_target)
+            route = upstream.route
+            provider = self.credentials.provider(route)
+            credentials = await provider.get()
+            self._forward(flow, upstream, credentials, provider.access_key_id, client_target, started)
+        except RequestRejected as e:
+            flow.response = errors.error_response(e.status, e.error, e.message)
+            flow.metadata["proxysigv4"] = {"rejected": e.error, "client_path": client_target}
+        except CredentialError as e:
+            prefix = route.prefix if route else None
+            flow.response = errors.error_response(
+                503, "credentials_unavailable", f"credentials for route {prefix}: {e}", prefix
+            )
+        except Exception:
+            log.exception("proxysigv4: internal error for %s %s", flow.request.method, client_target)
+            prefix = route.prefix if route else None
+            flow.response = errors.error_response(
+                500, "internal_error", "proxysigv4 failed to sign this request (see proxy log)", prefix
+            )
+        if flow.response is not None:
+            self._log(flow, client_target, "-", route, started)
+
+    def _forward(
+        self, flow: http.HTTPFlow, upstream: Upstream, credentials, access_key_id, client_target, started
+    ) -> None:
+        route = upstream.route
+        request = flow.request
+        body = request.raw_content or b""
+        headers = filter_request_headers(route.request_headers, _fields(request.headers))
+        if body or request.method.upper() in _BODY_METHODS:
+            headers.append(("content-length", str(len(body))))
+        target = route.target
+        signed = sign_request(
+            method=request.method,
+            url=upstream.url,
+            host_header=target.host_header,
+            headers=headers,
+            body=body,
+            credentials=credentials,
+            service=route.service,
+            region=route.region,
+            is_s3=route.is_s3,
+        )
+        request.scheme = target.scheme
+        request.host = target.host
+        request.port = target.port
+        request.path = upstream.path + (f"?{upstream.query}" if upstream.query else "")
+        request.headers = _headers(signed.headers)
+        flow.metadata["proxysigv4"] = {
+            "route": route.prefix,
+            "client_path": client_target,
+            "target_url": upstream.url,
+            "service": route.service,
+            "region": route.region,
+            "credential_source": route.credential_source,
+            "access_key_id": _mask(access_key_id),
+            "signed_headers": list(signed.signed_headers),
+        }
+        in_flight = _InFlight(route, client_target, upstream.url, started)
+        if route.timeout:
+            in_flight.timer = asyncio.get_running_loop().call_later(
+                route.timeout, self._on_timeout, flow, route.timeout
+            )
+        self._in_flight[flow.id] = in_flight
+
+    # ---- responses -------------------------------------------------------------------------
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        in_flight = self._in_flight.get(flow.id)
+        if in_flight is None or flow.response is None:
+            return
+        policy = in_flight.route.response_headers
+        flow.response.headers = _headers(filter_response_headers(policy, _fields(flow.response.headers)))
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._finish(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._finish(flow)
+
+    def _finish(self, flow: http.HTTPFlow) -> None:
+        in_flight = self._in_flight.pop(flow.id, None)
+        if in_flight is None:
+            return
+        if in_flight.timer is not None:
+            in_flight.timer.cancel()
+        self._log(flow, in_flight.client_target, in_flight.target_url, in_flight.route, in_flight.started)
+
+    # ---- timeouts --------------------------------------------------------------------------
+    def _on_timeout(self, flow: http.HTTPFlow, seconds: float) -> None:
+        in_flight = self._in_flight.get(flow.id)
+        if in_flight is None or flow.error or not flow.live:
+            return
+        prefix = in_flight.route.prefix
+        errors.timed_out_connections[flow.client_conn.id] = (
+            f"upstream {flow.request.host} did not answer within {seconds:g}s (route {prefix} timeout)"
+        )
+        proxyserver = ctx.master.addons.get("proxyserver")
+        handler = proxyserver.connections.get(flow.client_conn.id) if proxyserver else None
+        if handler is not None and flow.server_conn in handler.transports:
+            handler.close_connection(flow.server_conn)
+        else:
+            errors.timed_out_connections.pop(flow.client_conn.id, None)
+
+    # ---- logging ---------------------------------------------------------------------------
+    def _log(self, flow, client_target, target_url, route: Route | None, started: float) -> None:
+        if flow.response is not None:
+            status = str(flow.response.status_code)
+        else:
+            status = f"error({flow.error.msg if flow.error else '?'})"
+        log.info(
+            "%s %s -> %s %s %.1fms route=%s %s",
+            flow.request.method,
+            client_target,
+            target_url,
+            status,
+            (time.monotonic() - started) * 1000,
+            route.prefix if route else "-",
+            f"{route.service}/{route.region}" if route else "-",
+        )
+
+
+def _fields(headers: http.Headers) -> list[tuple[str, str]]:
+    return [(k.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for k, v in headers.fields]
+
+
+def _headers(fields: list[tuple[str, str]]) -> http.Headers:
+    return http.Headers([(k.encode("latin-1"), v.encode("utf-8", "surrogateescape")) for k, v in fields])

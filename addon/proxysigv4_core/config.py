@@ -1,0 +1,319 @@
+"""Parse and validate the `proxysigv4:` section of a YAML file into immutable route settings.
+
+The shape is the Backstage plugin's: every key starting with `/` is a route, either
+`'/path': https://target` or `{target, roleArn, roleSessionName, service, region, ...}`;
+other keys are global settings. Every error names the file, the route and the key.
+"""
+
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from urllib.parse import SplitResult, urlsplit
+
+import yaml
+
+from .headers import HeaderPolicy, request_policy, response_policy
+from .inference import infer_service_region, is_s3
+
+DEFAULT_ROLE_SESSION_NAME = "proxysigv4"
+ROUTE_KEYS = (
+    "target",
+    "roleArn",
+    "roleSessionName",
+    "externalId",
+    "durationSeconds",
+    "profile",
+    "service",
+    "region",
+    "allowedRequestHeaders",
+    "allowedResponseHeaders",
+    "timeout",
+)
+GLOBAL_KEYS = (
+    "allowUnauthenticatedRequests",
+    "allowedRequestHeaders",
+    "allowedResponseHeaders",
+    "timeout",
+)
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+_SESSION_NAME = re.compile(r"^[\w+=,.@-]{2,64}$")
+_EXTERNAL_ID = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
+_SERVICE = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
+_REGION = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d+$")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# Characters allowed unescaped in a target's path: RFC 3986 pchar plus '/' and '%'-escapes.
+_PATH_CHARS = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*$")
+
+
+class ConfigError(ValueError):
+    """A problem in the config file, worded for the person who wrote it."""
+
+
+@dataclass(frozen=True)
+class Target:
+    scheme: str
+    host: str
+    port: int
+    path: str
+    query: str
+
+    @property
+    def host_header(self) -> str:
+        """Host as sent and signed: with the port unless it is the scheme's default."""
+        default = 443 if self.scheme == "https" else 80
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == default else f"{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        query = f"?{self.query}" if self.query else ""
+        return f"{self.scheme}://{self.host_header}{self.path}{query}"
+
+
+@dataclass(frozen=True)
+class Route:
+    prefix: str
+    target: Target
+    service: str
+    region: str
+    role_arn: str | None = None
+    role_session_name: str = DEFAULT_ROLE_SESSION_NAME
+    external_id: str | None = None
+    duration_seconds: int | None = None
+    profile: str | None = None
+    timeout: float | None = None
+    request_headers: HeaderPolicy = field(default_factory=request_policy)
+    response_headers: HeaderPolicy = field(default_factory=response_policy)
+
+    @property
+    def is_s3(self) -> bool:
+        return is_s3(self.service)
+
+    @property
+    def credential_source(self) -> str:
+        """Human description of where credentials come from (no secrets)."""
+        base = f"profile {self.profile}" if self.profile else "default credential chain"
+        return f"role {self.role_arn} via {base}" if self.role_arn else base
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    routes: tuple[Route, ...]
+    allow_unauthenticated_requests: bool | None = None
+
+
+def substitute_env(value: str, where: str, environ: dict[str, str] | None = None) -> str:
+    """Replace `${NAME}` and `${NAME:-default}`; an unset variable without default is an error."""
+    env = os.environ if environ is None else environ
+
+    def replace(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{where}: environment variable {name} is not set")
+
+    return _ENV_REF.sub(replace, value)
+
+
+def _expand(node, where: str):
+    if isinstance(node, str):
+        return substitute_env(node, where)
+    if isinstance(node, list):
+        return [_expand(item, where) for item in node]
+    if isinstance(node, dict):
+        return {k: _expand(v, where) for k, v in node.items()}
+    return node
+
+
+def _unknown_key(key: str, known: tuple[str, ...], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
+    return ConfigError(f"{where}: unknown key {key!r}{hint}")
+
+
+def parse_target(value: object, where: str) -> Target:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: key 'target': expected a URL like https://host/path, got {value!r}")
+    try:
+        parts: SplitResult = urlsplit(value.strip())
+        port = parts.port
+    except ValueError as e:
+        raise ConfigError(f"{where}: key 'target': {value!r} is not a valid URL ({e})") from e
+    problem = None
+    if parts.scheme not in ("http", "https"):
+        problem = "the scheme must be http or https"
+    elif not parts.hostname:
+        problem = "it has no host"
+    elif parts.username is not None or parts.password is not None:
+        problem = "user info (user@host) is not allowed in a target"
+    elif parts.fragment:
+        problem = "a fragment (#...) is not allowed in a target"
+    elif not _PATH_CHARS.match(parts.path) or any(
+        seg in (".", "..") for seg in parts.path.split("/")
+    ):
+        problem = "its path must be percent-encoded and free of '.' and '..' segments"
+    if problem:
+        raise ConfigError(f"{where}: key 'target': {value!r} is not usable: {problem}")
+    default_port = 443 if parts.scheme == "https" else 80
+    return Target(
+        scheme=parts.scheme,
+        host=parts.hostname,
+        port=port or default_port,
+        path=parts.path,
+        query=parts.query,
+    )
+
+
+def _string(value: object, key: str, where: str, pattern: re.Pattern[str], rule: str) -> str:
+    if not isinstance(value, str) or not pattern.match(value):
+        raise ConfigError(f"{where}: key {key!r}: {value!r} is not valid: {rule}")
+    return value
+
+
+def _header_list(value: object, key: str, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError(f"{where}: key {key!r}: expected a list of header names or globs")
+    return tuple(v.strip().lower() for v in value)
+
+
+def _timeout(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 3600:
+        raise ConfigError(f"{where}: key 'timeout': expected seconds between 0 and 3600, got {value!r}")
+    return float(value)
+
+
+def normalise_prefix(prefix: str, where: str) -> str:
+    if any(c in prefix for c in "?#%\\") or any(c.isspace() for c in prefix):
+        raise ConfigError(f"{where}: a route prefix may not contain '?', '#', '%', '\\' or spaces")
+    if any(seg in (".", "..") for seg in prefix.split("/")) or "//" in prefix:
+        raise ConfigError(f"{where}: a route prefix may not contain '.', '..' or empty segments")
+    return prefix.rstrip("/") or "/"
+
+
+def parse_route(prefix: str, spec: object, globals_: dict, where: str) -> Route:
+    if isinstance(spec, str):
+        spec = {"target": spec}
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: expected a target URL or a mapping with 'target', got {spec!r}")
+    for key in spec:
+        if key not in ROUTE_KEYS:
+            raise _unknown_key(str(key), ROUTE_KEYS, where)
+    if "target" not in spec:
+        raise ConfigError(f"{where}: key 'target' is required")
+    target = parse_target(spec["target"], where)
+    inferred_service, inferred_region = infer_service_region(target.host)
+    service = spec.get("service", inferred_service)
+    region = spec.get("region", inferred_region)
+    if service is None or region is None:
+        missing = " and ".join(k for k, v in (("service", service), ("region", region)) if v is None)
+        raise ConfigError(
+            f"{where}: key {missing.split()[0]!r}: cannot infer the signing {missing} from host "
+            f"{target.host!r}; add `{missing.split()[0]}:` to the route (e.g. service: execute-api, "
+            "region: us-east-1)"
+        )
+    _string(service, "service", where, _SERVICE, "a lower-case AWS signing name such as 's3'")
+    _string(region, "region", where, _REGION, "an AWS region such as 'eu-west-1'")
+    role_arn = spec.get("roleArn")
+    if role_arn is not None:
+        _string(role_arn, "roleArn", where, _ROLE_ARN, "expected arn:aws:iam::123456789012:role/Name")
+    extra: dict = {}
+    if "roleSessionName" in spec:
+        extra["role_session_name"] = _string(
+            spec["roleSessionName"], "roleSessionName", where, _SESSION_NAME,
+            "2-64 characters of letters, digits and +=,.@-_",
+        )
+    if "externalId" in spec:
+        extra["external_id"] = _string(
+            spec["externalId"], "externalId", where, _EXTERNAL_ID, "2-1224 characters of \\w+=,.@:/-"
+        )
+    if "durationSeconds" in spec:
+        d = spec["durationSeconds"]
+        if isinstance(d, bool) or not isinstance(d, int) or not 900 <= d <= 43200:
+            raise ConfigError(f"{where}: key 'durationSeconds': expected 900 to 43200, got {d!r}")
+        extra["duration_seconds"] = d
+    for key in ("roleSessionName", "externalId", "durationSeconds"):
+        if key in spec and role_arn is None:
+            raise ConfigError(f"{where}: key {key!r} only applies together with 'roleArn'")
+    if "profile" in spec:
+        if not isinstance(spec["profile"], str) or not spec["profile"]:
+            raise ConfigError(f"{where}: key 'profile': expected a profile name")
+        extra["profile"] = spec["profile"]
+    timeout = spec.get("timeout", globals_.get("timeout"))
+    request_extra = globals_.get("allowedRequestHeaders", ()) + _header_list(
+        spec.get("allowedRequestHeaders", []), "allowedRequestHeaders", where
+    )
+    response_extra = globals_.get("allowedResponseHeaders", ()) + _header_list(
+        spec.get("allowedResponseHeaders", []), "allowedResponseHeaders", where
+    )
+    return Route(
+        prefix=prefix,
+        target=target,
+        service=service,
+        region=region,
+        role_arn=role_arn,
+        timeout=None if timeout is None else _timeout(timeout, where),
+        request_headers=request_policy(request_extra),
+        response_headers=response_policy(response_extra),
+        **extra,
+    )
+
+
+def parse_config(document: object, source: str) -> Config:
+    """Validate a loaded YAML document; the `proxysigv4:` key holds the routes."""
+    if not isinstance(document, dict) or "proxysigv4" not in document:
+        raise ConfigError(f"{source}: no top-level 'proxysigv4:' section")
+    section = document["proxysigv4"]
+    if not isinstance(section, dict) or not section:
+        raise ConfigError(f"{source}: 'proxysigv4:' must be a mapping of routes and settings")
+    globals_: dict = {}
+    allow_unauthenticated = None
+    for key, value in section.items():
+        key = str(key)
+        if key.startswith("/"):
+            continue
+        where = f"{source}: proxysigv4.{key}"
+        if key not in GLOBAL_KEYS:
+            raise _unknown_key(key, GLOBAL_KEYS, f"{source}: proxysigv4")
+        value = _expand(value, where)
+        if key == "allowUnauthenticatedRequests":
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                value = value.lower() == "true"
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}: expected true or false, got {value!r}")
+            allow_unauthenticated = value
+        elif key == "timeout":
+            globals_["timeout"] = _timeout(value, where)
+        else:
+            globals_[key] = _header_list(value, key, where)
+    routes: dict[str, Route] = {}
+    keys: dict[str, str] = {}
+    for key, spec in section.items():
+        key = str(key)
+        if not key.startswith("/"):
+            continue
+        where = f"{source}: route {key!r}"
+        prefix = normalise_prefix(key, where)
+        if prefix in routes:
+            raise ConfigError(f"{where}: same prefix as route {keys[prefix]!r}")
+        keys[prefix] = key
+        routes[prefix] = parse_route(prefix, _expand(spec, where), globals_, where)
+    if not routes:
+        raise ConfigError(f"{source}: 'proxysigv4:' defines no routes (keys starting with '/')")
+    return Config(source, tuple(routes.values()), allow_unauthenticated)
+
+
+def load_config(path: str) -> Config:
+    try:
+        with open(path, encoding="utf-8") as f:
+            document = yaml.safe_load(f)
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: file not found (set proxysigv4_config to your route file)") from e
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read YAML: {e}") from e
+    return parse_config(document, path)

@@ -1,0 +1,190 @@
+"""Per-route AWS credentials: resolved in a worker thread, cached, refreshed before expiry.
+
+botocore does the work (credential chain, profiles, SSO, assume-role with refresh); this
+module only keeps its blocking calls off mitmproxy's event loop and remembers failures.
+"""
+
+import asyncio
+import functools
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import botocore.session
+from botocore.config import Config as BotocoreConfig
+from botocore.credentials import (
+    AssumeRoleCredentialFetcher,
+    Credentials,
+    DeferredRefreshableCredentials,
+    ReadOnlyCredentials,
+)
+
+from .config import Route
+
+log = logging.getLogger(__name__)
+
+# Refresh in the background this long before expiry; block for a refresh only after that.
+BACKGROUND_REFRESH_BEFORE = 15 * 60
+BLOCKING_REFRESH_BEFORE = 5 * 60
+# After a failure, answer from the remembered error for this long before trying again.
+RETRY_AFTER_FAILURE = 2.0
+_STS_CLIENT_CONFIG = BotocoreConfig(
+    connect_timeout=5, read_timeout=15, retries={"max_attempts": 3, "mode": "standard"}
+)
+# botocore sessions are not safe to create clients from concurrently.
+_session_lock = threading.Lock()
+
+
+class CredentialError(Exception):
+    """Credentials for a route could not be obtained; the message is safe to show."""
+
+
+@dataclass(frozen=True)
+class CredentialSpec:
+    profile: str | None
+    role_arn: str | None
+    role_session_name: str
+    external_id: str | None
+    duration_seconds: int | None
+    region: str
+
+    @classmethod
+    def of(cls, route: Route) -> "CredentialSpec":
+        return cls(
+            route.profile,
+            route.role_arn,
+            route.role_session_name,
+            route.external_id,
+            route.duration_seconds,
+            route.region,
+        )
+
+    def describe(self) -> str:
+        base = f"profile {self.profile!r}" if self.profile else "default credential chain"
+        return f"assume {self.role_arn} from {base}" if self.role_arn else base
+
+
+def _load(spec: CredentialSpec) -> Credentials:
+    """Blocking: build botocore credentials for the spec (does not call STS for roles yet)."""
+    with _session_lock:
+        session = botocore.session.Session(profile=spec.profile)
+        base = session.get_credentials()
+    if base is None:
+        raise CredentialError(f"no AWS credentials found ({spec.describe()})")
+    if not spec.role_arn:
+        return base
+    extra_args: dict = {"RoleSessionName": spec.role_session_name}
+    if spec.external_id:
+        extra_args["ExternalId"] = spec.external_id
+    if spec.duration_seconds:
+        extra_args["DurationSeconds"] = spec.duration_seconds
+    fetcher = AssumeRoleCredentialFetcher(
+        client_creator=functools.partial(
+            _create_client, session, region_name=spec.region, config=_STS_CLIENT_CONFIG
+        ),
+        source_credentials=base,
+        role_arn=spec.role_arn,
+        extra_args=extra_args,
+        cache={},
+    )
+    return DeferredRefreshableCredentials(
+        method="assume-role", refresh_using=fetcher.fetch_credentials
+    )
+
+
+def _create_client(session: botocore.session.Session, service: str, **kwargs):
+    with _session_lock:
+        return session.create_client(service, **kwargs)
+
+
+def _describe_error(e: BaseException) -> str:
+    return str(e) or type(e).__name__
+
+
+class CredentialProvider:
+    """Credentials for one spec, safe to await from the event loop."""
+
+    def __init__(self, spec: CredentialSpec) -> None:
+        self.spec = spec
+        self.last_error: str | None = None
+        self.access_key_id: str | None = None
+        self._credentials: Credentials | None = None
+        self._frozen: ReadOnlyCredentials | None = None
+        self._expiry = float("inf")
+        self._failed_at = float("-inf")
+        self._lock: asyncio.Lock | None = None
+        self._background: asyncio.Task | None = None
+
+    def _resolve(self) -> None:
+        """Blocking (runs in a thread): load or refresh through botocore, then cache."""
+        if self._credentials is None:
+            self._credentials = _load(self.spec)
+        frozen = self._credentials.get_frozen_credentials()
+        if not frozen.access_key or not frozen.secret_key:
+            raise CredentialError(f"empty AWS credentials ({self.spec.describe()})")
+        expiry = getattr(self._credentials, "_expiry_time", None)
+        self._expiry = expiry.timestamp() if expiry is not None else float("inf")
+        self._frozen = frozen
+        self.access_key_id = frozen.access_key
+        self.last_error = None
+
+    async def _refresh(self) -> None:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._usable(BACKGROUND_REFRESH_BEFORE):
+                return
+            try:
+                await asyncio.to_thread(self._resolve)
+            except Exception as e:
+                self.last_error = _describe_error(e)
+                self._failed_at = time.monotonic()
+                log.warning("proxysigv4: credentials (%s) failed: %s", self.spec.describe(), self.last_error)
+
+    def _usable(self, margin: float) -> bool:
+        return self._frozen is not None and time.time() < self._expiry - margin
+
+    def start_background_refresh(self) -> None:
+        if self._background is None or self._background.done():
+            self._background = asyncio.get_running_loop().create_task(self._refresh())
+
+    async def get(self) -> ReadOnlyCredentials:
+        """Current credentials; raises CredentialError (safe message) when unavailable."""
+        if self._usable(BACKGROUND_REFRESH_BEFORE):
+            return self._frozen  # type: ignore[return-value]
+        if self._usable(BLOCKING_REFRESH_BEFORE):
+            self.start_background_refresh()
+            return self._frozen  # type: ignore[return-value]
+        if self.last_error and time.monotonic() - self._failed_at < RETRY_AFTER_FAILURE:
+            raise CredentialError(self.last_error)
+        await self._refresh()
+        if not self._usable(0):
+            raise CredentialError(self.last_error or "credentials expired")
+        return self._frozen  # type: ignore[return-value]
+
+    def reset(self) -> None:
+        """Forget everything: the next `get` resolves from scratch (e.g. after `aws sso login`)."""
+        self._credentials = None
+        self._frozen = None
+        self._expiry = float("inf")
+        self.last_error = None
+        self._failed_at = float("-inf")
+
+
+class CredentialStore:
+    """One provider per distinct credential spec; routes with the same spec share it."""
+
+    def __init__(self) -> None:
+        self._providers: dict[CredentialSpec, CredentialProvider] = {}
+
+    def provider(self, route: Route) -> CredentialProvider:
+        spec = CredentialSpec.of(route)
+        if spec not in self._providers:
+            self._providers[spec] = CredentialProvider(spec)
+        return self._providers[spec]
+
+    def retain(self, routes: tuple[Route, ...]) -> None:
+        """Drop providers no route uses any more (after a config reload)."""
+        keep = {CredentialSpec.of(r) for r in routes}
+        self._providers = {s: p for s, p in self._providers.items() if s in keep}

@@ -1,0 +1,151 @@
+"""Header allowlists: which request headers reach AWS and which response headers reach the client."""
+
+import fnmatch
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+# The seed plugin's nine, plus conditional/range requests, content coding and AWS data headers.
+DEFAULT_REQUEST_HEADERS = (
+    "accept",
+    "accept-language",
+    "cache-control",
+    "content-language",
+    "content-length",
+    "content-type",
+    "expires",
+    "last-modified",
+    "pragma",
+    "range",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+    "content-encoding",
+    "content-md5",
+    "content-disposition",
+    "x-amz-*",
+)
+DEFAULT_RESPONSE_HEADERS = (
+    "content-type",
+    "content-length",
+    "content-range",
+    "content-encoding",
+    "content-language",
+    "content-disposition",
+    "accept-ranges",
+    "etag",
+    "last-modified",
+    "cache-control",
+    "expires",
+    "date",
+    "location",
+    "retry-after",
+    "www-authenticate",
+    "x-amz-*",
+    "x-amzn-*",
+)
+
+# Hop-by-hop headers (RFC 9110 section 7.6.1) never cross the proxy in either direction.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Request headers the proxy always controls: signing inputs, identity, routing and spoofing vectors.
+ALWAYS_REMOVED_REQUEST = HOP_BY_HOP | {
+    "authorization",
+    "x-amz-date",
+    "x-amz-security-token",
+    "x-amz-content-sha256",
+    "cookie",
+    "host",
+    "forwarded",
+    "x-real-ip",
+    "expect",
+    "user-agent",
+    "x-amzn-trace-id",
+    "date",
+}
+ALWAYS_REMOVED_REQUEST_PATTERNS = ("x-forwarded-*",)
+# Framing headers of a response are mitmproxy's business; other hop-by-hop headers are dropped.
+ALWAYS_REMOVED_RESPONSE = HOP_BY_HOP - {"transfer-encoding"}
+
+
+def _compile(patterns: Iterable[str]) -> re.Pattern[str]:
+    """One case-insensitive regex for a list of names and globs (`x-amz-meta-*`, `*`)."""
+    body = "|".join(fnmatch.translate(p.lower()) for p in patterns) or "(?!)"
+    return re.compile(body)
+
+
+@dataclass(frozen=True)
+class HeaderPolicy:
+    """An allowlist (names and glob patterns, case-insensitive) minus what is always removed."""
+
+    patterns: tuple[str, ...]
+    always_removed: frozenset[str]
+    always_removed_patterns: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_allowed", _compile(self.patterns))
+        object.__setattr__(self, "_removed", _compile(self.always_removed_patterns))
+
+    def allows(self, name: str) -> bool:
+        lname = name.lower()
+        if lname in self.always_removed or self._removed.match(lname):
+            return False
+        return self._allowed.match(lname) is not None
+
+    def filter(self, headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        return [(name, value) for name, value in headers if self.allows(name)]
+
+
+def request_policy(extra: Iterable[str] = ()) -> HeaderPolicy:
+    return HeaderPolicy(
+        tuple(DEFAULT_REQUEST_HEADERS) + tuple(extra),
+        frozenset(ALWAYS_REMOVED_REQUEST),
+        ALWAYS_REMOVED_REQUEST_PATTERNS,
+    )
+
+
+def response_policy(extra: Iterable[str] = ()) -> HeaderPolicy:
+    return HeaderPolicy(
+        tuple(DEFAULT_RESPONSE_HEADERS) + tuple(extra), frozenset(ALWAYS_REMOVED_RESPONSE)
+    )
+
+
+def connection_tokens(fields: list[tuple[str, str]]) -> set[str]:
+    """Header names listed in `Connection` are hop-by-hop for this message too (RFC 9110 7.6.1)."""
+    return {
+        token.strip().lower()
+        for name, value in fields
+        if name.lower() == "connection"
+        for token in value.split(",")
+        if token.strip()
+    }
+
+
+def filter_request_headers(policy: HeaderPolicy, fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Allowed request headers, without Connection-listed ones and without Content-Length
+    (the proxy sets it from the body it actually sends)."""
+    hop = connection_tokens(fields) | {"content-length"}
+    return [(k, v) for k, v in policy.filter(fields) if k.lower() not in hop]
+
+
+def filter_response_headers(policy: HeaderPolicy, fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Allowed response headers; Transfer-Encoding stays because mitmproxy frames the body by it."""
+    hop = connection_tokens(fields)
+    return [
+        (k, v)
+        for k, v in fields
+        if k.lower() == "transfer-encoding" or (k.lower() not in hop and policy.allows(k))
+    ]

@@ -1,0 +1,148 @@
+"""Match a client path to a route and rewrite it to the route's target, never escaping it.
+
+Longest prefix on path-segment boundaries wins. The forwarded path is the target's path
+plus the remainder after the route prefix, with no implicit trailing slash.
+"""
+
+import re
+from dataclasses import dataclass
+from urllib.parse import quote, quote_from_bytes, unquote, unquote_to_bytes
+
+from .config import Route
+
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# Look-alikes of '/' and '\' that a Unicode-normalising hop could turn into separators.
+_SLASH_LOOKALIKES = ("\uff0f", "\uff3c", "\u2215", "\u2216", "\u29f5", "\u29f8")
+# RFC 3986 pchar plus '%', kept as they are in a non-S3 path (sent as received).
+_PCHAR_SAFE = "!$&'()*+,;=:@%-._~"
+_DECODE_ROUNDS = 3
+
+
+class RequestRejected(Exception):
+    """The proxy answers this request itself; it is never forwarded."""
+
+    def __init__(self, status: int, error: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Where a request goes: the route and the exact path and query sent on the wire."""
+
+    route: Route
+    path: str
+    query: str
+
+    @property
+    def url(self) -> str:
+        t = self.route.target
+        return f"{t.scheme}://{t.host_header}{self.path}" + (f"?{self.query}" if self.query else "")
+
+
+def _decoded_forms(raw: str) -> list[str]:
+    """The raw path and its successive percent-decodings (to catch %252e%252e), strict UTF-8."""
+    forms = [raw]
+    for _ in range(_DECODE_ROUNDS):
+        try:
+            decoded = unquote(forms[-1], errors="strict")
+        except UnicodeDecodeError as e:
+            raise RequestRejected(400, "invalid_path", "path is not valid percent-encoded UTF-8") from e
+        if decoded == forms[-1]:
+            break
+        forms.append(decoded)
+    return forms
+
+
+def check_path(raw_path: str) -> None:
+    """Reject paths that could climb above a route prefix or confuse a later hop."""
+    if not raw_path.startswith("/"):
+        raise RequestRejected(400, "invalid_path", "request target must be an origin-form path")
+    if not raw_path.isascii() or _CONTROL.search(raw_path) or "\\" in raw_path:
+        raise RequestRejected(400, "invalid_path", "raw non-ASCII, control characters or '\\' in path")
+    if _BAD_ESCAPE.search(raw_path):
+        raise RequestRejected(400, "invalid_path", "malformed percent-escape in path")
+    for form in _decoded_forms(raw_path):
+        if _CONTROL.search(form.replace(" ", "")) or "\\" in form or "\ufffd" in form:
+            raise RequestRejected(400, "invalid_path", "encoded control character or '\\' in path")
+        if any(c in form for c in _SLASH_LOOKALIKES):
+            raise RequestRejected(400, "invalid_path", "slash look-alike character in path")
+        if any(seg in (".", "..") for seg in form.split("/")):
+            raise RequestRejected(400, "path_traversal", "'.' or '..' segment in path")
+
+
+def _segments(path: str) -> list[str]:
+    return [] if path == "/" else path[1:].split("/")
+
+
+class RouteTable:
+    """Routes ordered so the first segment-boundary match is the longest prefix."""
+
+    def __init__(self, routes: tuple[Route, ...]) -> None:
+        self._routes = sorted(
+            ((tuple(_segments(r.prefix)), r) for r in routes), key=lambda item: -len(item[0])
+        )
+        self.routes = tuple(r for _, r in self._routes)
+
+    def match(self, raw_path: str) -> tuple[Route, list[str]] | None:
+        """The route for a raw path and the raw segments after its prefix."""
+        raw = _segments(raw_path)
+        decoded = [unquote(s) for s in raw]
+        for prefix, route in self._routes:
+            if tuple(decoded[: len(prefix)]) == prefix:
+                return route, raw[len(prefix) :]
+        return None
+
+
+def canonical_s3_path(raw_path: str) -> str:
+    """S3's canonical URI: decode once, encode once (unreserved and '/' kept), no normalisation."""
+    return quote_from_bytes(unquote_to_bytes(raw_path), safe="/~")
+
+
+def join_path(target_path: str, remainder: list[str]) -> str:
+    """Target path + '/' + remainder, with exactly one '/' and no implicit trailing slash."""
+    if not remainder:
+        return target_path or "/"
+    return target_path.rstrip("/") + "/" + "/".join(remainder)
+
+
+def canonical_query(raw_query: str) -> str:
+    """Re-encode each parameter the way SigV4 canonicalises it, keeping the client's order.
+
+    '+' means space (form encoding, as browsers send it); a key without '=' stays bare.
+    """
+    pairs = []
+    for pair in raw_query.split("&"):
+        if not pair:
+            continue
+        key, eq, value = pair.partition("=")
+        key = quote_from_bytes(unquote_to_bytes(key.replace("+", " ")), safe="-_.~")
+        value = quote_from_bytes(unquote_to_bytes(value.replace("+", " ")), safe="-_.~")
+        pairs.append(f"{key}={value}" if eq else key)
+    return "&".join(pairs)
+
+
+def rewrite(route: Route, remainder: list[str], raw_query: str) -> Upstream:
+    """The upstream path and query for a matched request (path already passed check_path)."""
+    target = route.target
+    if route.is_s3:
+        path = canonical_s3_path(join_path(target.path, remainder))
+    else:
+        path = quote(join_path(target.path, remainder), safe="/" + _PCHAR_SAFE)
+    query = "&".join(q for q in (canonical_query(target.query), canonical_query(raw_query)) if q)
+    return Upstream(route, path, query)
+
+
+def resolve(table: RouteTable, raw_target: str) -> Upstream:
+    """From the raw request target (path and query as received) to the upstream, or rejected."""
+    raw_path, _, raw_query = raw_target.partition("?")
+    raw_path = raw_path.split("#", 1)[0]
+    check_path(raw_path)
+    found = table.match(raw_path)
+    if found is None:
+        raise RequestRejected(404, "no_route", f"no route matches path {raw_path!r}")
+    route, remainder = found
+    return rewrite(route, remainder, raw_query)

@@ -1,0 +1,57 @@
+"""Sign a rewritten request with AWS Signature Version 4, computed by botocore.
+
+The caller hands over exactly what will be sent: the wire path and query, the headers that
+survived the allowlist and the body bytes. What comes back is the complete header list to
+send; nothing else may be added afterwards (it would not be signed).
+"""
+
+import hashlib
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+from botocore.auth import S3SigV4Auth, SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import ReadOnlyCredentials
+
+# Services that require the payload hash as a header (S3 adds it itself).
+_CONTENT_SHA256_SERVICES = frozenset({"aoss"})
+# Ask botocore's S3 signer to hash the payload even over https with Content-MD5.
+_S3_SIGN_PAYLOAD = SimpleNamespace(s3={"payload_signing_enabled": True})
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    headers: list[tuple[str, str]]
+    signed_headers: tuple[str, ...]
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+
+
+def sign_request(
+    *,
+    method: str,
+    url: str,
+    host_header: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    credentials: ReadOnlyCredentials,
+    service: str,
+    region: str,
+    is_s3: bool,
+) -> SignedRequest:
+    """Sign method + url + headers + body; `url` must hold the path and query exactly as sent."""
+    request = AWSRequest(method=method, url=url, data=body)
+    request.headers["Host"] = host_header
+    for name, value in headers:
+        request.headers[name] = value  # HTTPHeaders appends: repeated headers are kept
+    if service in _CONTENT_SHA256_SERVICES:
+        request.headers["X-Amz-Content-SHA256"] = hashlib.sha256(body).hexdigest()
+    if is_s3:
+        request.context["client_config"] = _S3_SIGN_PAYLOAD
+        S3SigV4Auth(credentials, service, region).add_auth(request)
+    else:
+        SigV4Auth(credentials, service, region).add_auth(request)
+    authorization = request.headers["Authorization"]
+    signed = authorization.split("SignedHeaders=", 1)[1].split(",", 1)[0].split(";")
+    return SignedRequest(list(request.headers.items()), tuple(signed))
