@@ -1,0 +1,126 @@
+"""An independent SigV4 checker built on awscrt (AWS's C signer), used by the tests.
+
+Given a request exactly as received (method, raw target, headers, body), it re-signs the
+request with awscrt from those bytes and reports whether the Authorization header matches.
+"""
+
+import datetime
+import hashlib
+import io
+import re
+from dataclasses import dataclass
+
+from awscrt import auth as crt_auth
+from awscrt import http as crt_http
+
+_AUTH = re.compile(
+    r"^AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/"
+    r"(?P<service>[^/]+)/aws4_request, ?SignedHeaders=(?P<signed>[^,]+), ?Signature=(?P<sig>[0-9a-f]{64})$"
+)
+S3_SERVICES = {"s3", "s3-object-lambda"}
+
+
+@dataclass
+class Verdict:
+    ok: bool
+    reason: str
+    expected: str | None = None
+    received: str | None = None
+
+
+def _header(headers: list[tuple[str, str]], name: str) -> str | None:
+    return next((v for k, v in headers if k.lower() == name), None)
+
+
+def crt_authorization(
+    method: str,
+    target: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    *,
+    access_key: str,
+    secret_key: str,
+    token: str | None,
+    service: str,
+    region: str,
+    when: datetime.datetime,
+) -> str:
+    """awscrt's Authorization header for this request, signing the headers given (minus its own)."""
+    is_s3 = service in S3_SERVICES
+    # Headers awscrt adds itself (the payload hash only when told to, for S3).
+    own = {"authorization", "x-amz-date", "x-amz-security-token"} | ({"x-amz-content-sha256"} if is_s3 else set())
+    request = crt_http.HttpRequest(
+        method=method,
+        path=target,
+        headers=crt_http.HttpHeaders([(k, v) for k, v in headers if k.lower() not in own]),
+        body_stream=io.BytesIO(body),
+    )
+    content_sha = _header(headers, "x-amz-content-sha256")
+    config = crt_auth.AwsSigningConfig(
+        algorithm=crt_auth.AwsSigningAlgorithm.V4,
+        signature_type=crt_auth.AwsSignatureType.HTTP_REQUEST_HEADERS,
+        credentials_provider=crt_auth.AwsCredentialsProvider.new_static(access_key, secret_key, token),
+        region=region,
+        service=service,
+        date=when,
+        use_double_uri_encode=not is_s3,
+        should_normalize_uri_path=not is_s3,
+        signed_body_value=content_sha if is_s3 else None,
+        signed_body_header_type=(
+            crt_auth.AwsSignedBodyHeaderType.X_AMZ_CONTENT_SHA_256 if is_s3 else crt_auth.AwsSignedBodyHeaderType.NONE
+        ),
+    )
+    crt_auth.aws_sign_request(request, config).result(10)
+    return request.headers.get("authorization")
+
+
+def verify(
+    method: str,
+    target: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    secrets: dict[str, tuple[str, str | None]],
+) -> Verdict:
+    """Check a received request's SigV4 signature. `secrets` maps access key -> (secret, token)."""
+    authorization = _header(headers, "authorization")
+    if not authorization:
+        return Verdict(False, "no Authorization header")
+    m = _AUTH.match(authorization)
+    if not m:
+        return Verdict(False, f"malformed Authorization: {authorization!r}")
+    if m["key"] not in secrets:
+        return Verdict(False, f"unknown access key {m['key']}")
+    secret, token = secrets[m["key"]]
+    if token is not None and _header(headers, "x-amz-security-token") != token:
+        return Verdict(False, "session token missing or wrong")
+    amz_date = _header(headers, "x-amz-date")
+    if not amz_date or amz_date[:8] != m["date"]:
+        return Verdict(False, "X-Amz-Date missing or not matching the credential scope")
+    signed = m["signed"].split(";")
+    present = {k.lower() for k, _ in headers}
+    if missing := [h for h in signed if h not in present]:
+        return Verdict(False, f"signed headers not received: {missing}")
+    unsigned = sorted(present - set(signed) - {"authorization", "content-length"})
+    if unsigned:
+        return Verdict(False, f"received headers that were not signed: {unsigned}")
+    when = datetime.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.UTC)
+    signed_headers = [(k, v) for k, v in headers if k.lower() in signed or k.lower() == "x-amz-security-token"]
+    if m["service"] in S3_SERVICES:
+        content_sha = _header(headers, "x-amz-content-sha256")
+        if content_sha != hashlib.sha256(body).hexdigest():
+            return Verdict(False, "x-amz-content-sha256 does not match the body received")
+    expected = crt_authorization(
+        method,
+        target,
+        signed_headers,
+        body,
+        access_key=m["key"],
+        secret_key=secret,
+        token=token,
+        service=m["service"],
+        region=m["region"],
+        when=when,
+    )
+    if expected != authorization:
+        return Verdict(False, "signature mismatch", expected, authorization)
+    return Verdict(True, "ok", expected, authorization)
