@@ -104,7 +104,10 @@ def moto(tmp_path_factory) -> Iterator[Moto]:
             UserName="proxy-user",
             PolicyName="allow-all",
             PolicyDocument=json.dumps(
-                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+                }
             ),
         )
         key = iam.create_access_key(UserName="proxy-user")["AccessKey"]
@@ -123,11 +126,19 @@ def moto(tmp_path_factory) -> Iterator[Moto]:
             RoleName="proxy-role",
             PolicyName="allow-all",
             PolicyDocument=json.dumps(
-                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+                }
             ),
         )
-        m = Moto(url, key["AccessKeyId"], key["SecretAccessKey"], role["Role"]["Arn"],
-                 f"arn:aws:iam::{ACCOUNT}:role/does-not-exist")
+        m = Moto(
+            url,
+            key["AccessKeyId"],
+            key["SecretAccessKey"],
+            role["Role"]["Arn"],
+            f"arn:aws:iam::{ACCOUNT}:role/does-not-exist",
+        )
         m.set_auth(True)
         yield m
     finally:
@@ -174,12 +185,18 @@ def start_proxy(tmp_path) -> Iterator[Callable[..., Proxy]]:
         log_path = tmp_path / f"mitmdump{len(procs)}.log"
         cmd = [
             str(BIN / "mitmdump"),
-            "-s", str(ROOT / "addon" / "proxysigv4.py"),
-            "--mode", "reverse:http://127.0.0.1:9",
-            "--listen-host", "127.0.0.1",
-            "-p", str(port),
-            "--set", f"proxysigv4_config={config}",
-            "--set", "termlog_verbosity=info",
+            "-s",
+            str(ROOT / "addon" / "proxysigv4.py"),
+            "--mode",
+            "reverse:http://127.0.0.1:9",
+            "--listen-host",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--set",
+            f"proxysigv4_config={config}",
+            "--set",
+            "termlog_verbosity=info",
             *args,
         ]
         with open(log_path, "wb") as log:

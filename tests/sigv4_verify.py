@@ -48,7 +48,9 @@ def crt_authorization(
     """awscrt's Authorization header for this request, signing the headers given (minus its own)."""
     is_s3 = service in S3_SERVICES
     # Headers awscrt adds itself (the payload hash only when told to, for S3).
-    own = {"authorization", "x-amz-date", "x-amz-security-token"} | ({"x-amz-content-sha256"} if is_s3 else set())
+    own = {"authorization", "x-amz-date", "x-amz-security-token"} | (
+        {"x-amz-content-sha256"} if is_s3 else set()
+    )
     request = crt_http.HttpRequest(
         method=method,
         path=target,
@@ -67,7 +69,9 @@ def crt_authorization(
         should_normalize_uri_path=not is_s3,
         signed_body_value=content_sha if is_s3 else None,
         signed_body_header_type=(
-            crt_auth.AwsSignedBodyHeaderType.X_AMZ_CONTENT_SHA_256 if is_s3 else crt_auth.AwsSignedBodyHeaderType.NONE
+            crt_auth.AwsSignedBodyHeaderType.X_AMZ_CONTENT_SHA_256
+            if is_s3
+            else crt_auth.AwsSignedBodyHeaderType.NONE
         ),
     )
     crt_auth.aws_sign_request(request, config).result(10)
@@ -104,7 +108,9 @@ def verify(
     if unsigned:
         return Verdict(False, f"received headers that were not signed: {unsigned}")
     when = datetime.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.UTC)
-    signed_headers = [(k, v) for k, v in headers if k.lower() in signed or k.lower() == "x-amz-security-token"]
+    signed_headers = [
+        (k, v) for k, v in headers if k.lower() in signed or k.lower() == "x-amz-security-token"
+    ]
     if m["service"] in S3_SERVICES:
         content_sha = _header(headers, "x-amz-content-sha256")
         if content_sha != hashlib.sha256(body).hexdigest():

@@ -79,7 +79,10 @@ def test_assume_role_route_uses_temporary_credentials(proxy):
 
 
 def test_client_authorization_is_replaced_not_forwarded(proxy):
-    bogus = {**FORM, "Authorization": "AWS4-HMAC-SHA256 Credential=AKIAEVIL/20200101/us-east-1/sts/aws4_request, SignedHeaders=host, Signature=00"}
+    bogus = {
+        **FORM,
+        "Authorization": "AWS4-HMAC-SHA256 Credential=AKIAEVIL/20200101/us-east-1/sts/aws4_request, SignedHeaders=host, Signature=00",
+    }
     r = requests.post(f"{proxy.url}/sts/", data=STS_BODY, headers=bogus, timeout=10)
     assert r.status_code == 200, r.text
     assert "user/proxy-user" in r.text
@@ -102,7 +105,10 @@ def test_sqs_json_protocol_send_and_receive_message(proxy):
         return requests.post(
             f"{proxy.url}/sqs/",
             data=json.dumps(payload, indent=2),  # non-compact JSON: bytes are hashed as sent
-            headers={"content-type": "application/x-amz-json-1.0", "x-amz-target": f"AmazonSQS.{target}"},
+            headers={
+                "content-type": "application/x-amz-json-1.0",
+                "x-amz-target": f"AmazonSQS.{target}",
+            },
             timeout=10,
         )
 
@@ -134,7 +140,10 @@ def test_dynamodb_create_table_put_and_get_item(proxy):
         r = requests.post(
             f"{proxy.url}/ddb",
             data=json.dumps(payload),
-            headers={"content-type": "application/x-amz-json-1.0", "x-amz-target": f"DynamoDB_20120810.{target}"},
+            headers={
+                "content-type": "application/x-amz-json-1.0",
+                "x-amz-target": f"DynamoDB_20120810.{target}",
+            },
             timeout=10,
         )
         assert r.status_code == 200, r.text
@@ -155,7 +164,10 @@ def test_dynamodb_create_table_put_and_get_item(proxy):
 
 
 def test_moto_rejects_dynamodb_unsigned_and_wrong_secret(moto):
-    headers = {"content-type": "application/x-amz-json-1.0", "x-amz-target": "DynamoDB_20120810.ListTables"}
+    headers = {
+        "content-type": "application/x-amz-json-1.0",
+        "x-amz-target": "DynamoDB_20120810.ListTables",
+    }
     unsigned = requests.post(moto.url + "/", data=b"{}", headers=headers, timeout=10)
     assert unsigned.status_code >= 400
     wrong = direct(moto, "POST", "/", headers=headers, body=b"{}", service="dynamodb", secret="y" * 40)
@@ -173,7 +185,12 @@ def test_s3_list_put_get_objects_with_awkward_keys(proxy):
     assert r.status_code == 200, r.text
     for key in S3_KEYS:
         data = f"content of {key}".encode()
-        r = requests.put(f"{proxy.url}/s3/e2e-bucket/{key}", data=data, headers={"content-type": "text/plain"}, timeout=10)
+        r = requests.put(
+            f"{proxy.url}/s3/e2e-bucket/{key}",
+            data=data,
+            headers={"content-type": "text/plain"},
+            timeout=10,
+        )
         assert r.status_code == 200, (key, r.text)
         assert r.headers.get("etag"), "etag must be passed back"
         r = requests.get(f"{proxy.url}/s3/e2e-bucket/{key}", timeout=10)

@@ -48,8 +48,13 @@ def proxy_env(tmp_path):
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(ENV_CREDS, AWS_CONFIG_FILE="/nonexistent", AWS_SHARED_CREDENTIALS_FILE="/nonexistent",
-               AWS_EC2_METADATA_DISABLED="true", PYTHONUNBUFFERED="1")
+    env.update(
+        ENV_CREDS,
+        AWS_CONFIG_FILE="/nonexistent",
+        AWS_SHARED_CREDENTIALS_FILE="/nonexistent",
+        AWS_EC2_METADATA_DISABLED="true",
+        PYTHONUNBUFFERED="1",
+    )
     return env
 
 
@@ -81,8 +86,14 @@ def get(url, **kw):
         ("/s3/bucket/'()!*$@", "/bucket/%27%28%29%21%2A%24%40"),
         ("/s3/bucket/a%2Fb", "/bucket/a/b"),
         ("/s3/bucket/%7Etilde", "/bucket/~tilde"),
-        ("/bedrock/model/anthropic.claude-3-haiku-20240307-v1:0/invoke", "/model/anthropic.claude-3-haiku-20240307-v1:0/invoke"),
-        ("/api/items/a%20b?q=a+b&empty=&bare&x=%E2%9C%93", "/prod/items/a%20b?q=a%20b&empty=&bare&x=%E2%9C%93"),
+        (
+            "/bedrock/model/anthropic.claude-3-haiku-20240307-v1:0/invoke",
+            "/model/anthropic.claude-3-haiku-20240307-v1:0/invoke",
+        ),
+        (
+            "/api/items/a%20b?q=a+b&empty=&bare&x=%E2%9C%93",
+            "/prod/items/a%20b?q=a%20b&empty=&bare&x=%E2%9C%93",
+        ),
     ],
 )
 def test_signature_verifies_on_the_wire(proxy, upstream, client_path, wire_path):
@@ -114,7 +125,14 @@ def test_forwarded_headers_are_exactly_the_signed_ones_plus_content_length(proxy
     assert got["host"] == f"127.0.0.1:{upstream.port}"
     assert got["x-amz-meta-color"] == "blue"
     assert got["x-amz-date"] != "20000101T000000Z"
-    for absent in ("cookie", "user-agent", "x-forwarded-for", "x-forwarded-host", "x-amz-security-token", "x-not-allowed"):
+    for absent in (
+        "cookie",
+        "user-agent",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-amz-security-token",
+        "x-not-allowed",
+    ):
         assert absent not in got
     assert got["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIAPROXYTEST0001/")
     signed = got["authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
@@ -134,8 +152,14 @@ def test_response_headers_are_filtered_by_the_allowlist(proxy):
 
 
 def test_longest_prefix_wins_and_no_implicit_trailing_slash(proxy, upstream):
-    for client, wire in [("/api/v2", "/v2-stage"), ("/api/v2/", "/v2-stage/"), ("/api/v2x", "/prod/v2x"),
-                         ("/api", "/prod"), ("/api/", "/prod/"), ("/api?x=1", "/prod?x=1")]:
+    for client, wire in [
+        ("/api/v2", "/v2-stage"),
+        ("/api/v2/", "/v2-stage/"),
+        ("/api/v2x", "/prod/v2x"),
+        ("/api", "/prod"),
+        ("/api/", "/prod/"),
+        ("/api?x=1", "/prod?x=1"),
+    ]:
         assert get(proxy.url + client).status_code == 200
         assert upstream.received[-1].target == wire, client
 
@@ -176,7 +200,9 @@ def test_chunked_and_gzip_request_bodies_are_hashed_as_sent(proxy, upstream):
         for i in range(0, len(data), 7000):
             yield data[i : i + 7000]
 
-    r = requests.post(f"{proxy.url}/api/upload", data=chunks(), headers={"content-encoding": "gzip"}, timeout=10)
+    r = requests.post(
+        f"{proxy.url}/api/upload", data=chunks(), headers={"content-encoding": "gzip"}, timeout=10
+    )
     assert r.status_code == 200, r.text
     got = upstream.received[-1]
     assert got.body == data
@@ -188,7 +214,11 @@ def test_each_request_is_logged_once_at_info_without_secrets(proxy):
     get(f"{proxy.url}/nothing")
     time.sleep(0.3)
     log = proxy.log()
-    assert "GET /api/logged?x=1 -> http://127.0.0.1:" in log and " 200 " in log and "route=/api execute-api/eu-west-1" in log
+    assert (
+        "GET /api/logged?x=1 -> http://127.0.0.1:" in log
+        and " 200 " in log
+        and "route=/api execute-api/eu-west-1" in log
+    )
     assert "GET /nothing -> - 404" in log
     assert SECRET not in log
     assert "Signature=" not in log
@@ -197,8 +227,16 @@ def test_each_request_is_logged_once_at_info_without_secrets(proxy):
 # ---- failures -------------------------------------------------------------------------------
 def test_upstream_refused_gives_502_json(start_proxy, tmp_path):
     dead = free_port()
-    proxy = start_proxy({"/dead": {"target": f"http://127.0.0.1:{dead}", "service": "execute-api", "region": "us-east-1"}},
-                        proxy_env(tmp_path))
+    proxy = start_proxy(
+        {
+            "/dead": {
+                "target": f"http://127.0.0.1:{dead}",
+                "service": "execute-api",
+                "region": "us-east-1",
+            }
+        },
+        proxy_env(tmp_path),
+    )
     r = get(f"{proxy.url}/dead/x")
     assert r.status_code == 502
     assert r.headers["content-type"] == "application/json"
@@ -211,8 +249,12 @@ def test_route_timeout_gives_504_json_and_other_routes_keep_working(start_proxy,
     hang.listen(8)  # accepts connections, never answers
     try:
         routes = {
-            "/slow": {"target": f"http://127.0.0.1:{hang.getsockname()[1]}", "service": "execute-api",
-                      "region": "us-east-1", "timeout": 1},
+            "/slow": {
+                "target": f"http://127.0.0.1:{hang.getsockname()[1]}",
+                "service": "execute-api",
+                "region": "us-east-1",
+                "timeout": 1,
+            },
             "/fast": {"target": upstream.url, "service": "execute-api", "region": "eu-west-1"},
         }
         proxy = start_proxy(routes, proxy_env(tmp_path))
@@ -237,7 +279,12 @@ def test_route_timeout_gives_504_json_and_other_routes_keep_working(start_proxy,
 
 def test_route_without_credentials_answers_503_and_others_work(start_proxy, tmp_path, upstream):
     routes = {
-        "/broken": {"target": upstream.url, "service": "execute-api", "region": "eu-west-1", "profile": "no-such-profile"},
+        "/broken": {
+            "target": upstream.url,
+            "service": "execute-api",
+            "region": "eu-west-1",
+            "profile": "no-such-profile",
+        },
         "/ok": {"target": upstream.url, "service": "execute-api", "region": "eu-west-1"},
     }
     proxy = start_proxy(routes, proxy_env(tmp_path))
@@ -257,7 +304,9 @@ def test_credentials_recover_without_restart(start_proxy, tmp_path, upstream):
     for k in ENV_CREDS:
         env.pop(k)
     env["AWS_SHARED_CREDENTIALS_FILE"] = str(creds_file)
-    proxy = start_proxy({"/r": {"target": upstream.url, "service": "execute-api", "region": "eu-west-1"}}, env)
+    proxy = start_proxy(
+        {"/r": {"target": upstream.url, "service": "execute-api", "region": "eu-west-1"}}, env
+    )
     assert get(f"{proxy.url}/r/x").status_code == 503
     creds_file.write_text(f"[default]\naws_access_key_id = {KEY}\naws_secret_access_key = {SECRET}\n")
     deadline = time.monotonic() + 10
@@ -268,13 +317,19 @@ def test_credentials_recover_without_restart(start_proxy, tmp_path, upstream):
 
 def test_eager_connection_strategy_is_made_lazy_so_rerouting_works(start_proxy, tmp_path, upstream):
     # The --mode target (port 9) is unreachable; eager mode would drop every client.
-    proxy = start_proxy({"/r": {"target": upstream.url, "service": "execute-api", "region": "eu-west-1"}},
-                        proxy_env(tmp_path), args=("--set", "connection_strategy=eager"))
+    proxy = start_proxy(
+        {"/r": {"target": upstream.url, "service": "execute-api", "region": "eu-west-1"}},
+        proxy_env(tmp_path),
+        args=("--set", "connection_strategy=eager"),
+    )
     assert get(f"{proxy.url}/r/x").status_code == 200
 
 
 def test_bad_config_makes_mitmdump_exit_nonzero(start_proxy, tmp_path):
-    proxy = start_proxy({"/r": {"target": "ftp://nope", "service": "s3", "region": "us-east-1"}},
-                        proxy_env(tmp_path), expect_exit=True)
+    proxy = start_proxy(
+        {"/r": {"target": "ftp://nope", "service": "s3", "region": "us-east-1"}},
+        proxy_env(tmp_path),
+        expect_exit=True,
+    )
     assert proxy.proc.returncode != 0
     assert "route '/r': key 'target'" in proxy.log()

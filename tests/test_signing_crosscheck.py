@@ -21,7 +21,11 @@ TABLE = RouteTable(
                 "/bedrock": "https://bedrock-runtime.us-west-2.amazonaws.com",
                 "/s3": "https://s3.eu-central-1.amazonaws.com",
                 "/bucket": "https://my-bucket.s3.us-east-1.amazonaws.com/base",
-                "/plain": {"target": "http://127.0.0.1:9000", "service": "execute-api", "region": "us-east-1"},
+                "/plain": {
+                    "target": "http://127.0.0.1:9000",
+                    "service": "execute-api",
+                    "region": "us-east-1",
+                },
             }
         },
         "inline",
@@ -63,7 +67,11 @@ def signed_wire_request(method, client_target, body, creds, extra_headers=()):
     route = upstream.route
     headers = filter_request_headers(
         route.request_headers,
-        [("Content-Type", "application/json"), ("X-Amz-Meta-Color", " blue   green "), *extra_headers],
+        [
+            ("Content-Type", "application/json"),
+            ("X-Amz-Meta-Color", " blue   green "),
+            *extra_headers,
+        ],
     )
     data = body.encode()
     if data or method in ("POST", "PUT"):

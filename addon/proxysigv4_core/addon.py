@@ -85,7 +85,8 @@ class ProxySigV4:
             )
             self._prefetch_credentials()
         if {OPTION, "proxyauth"} & updated and self.state is not None:
-            if self.state.config.allow_unauthenticated_requests is False and not ctx.options.proxyauth:
+            auth_configured = "proxyauth" in ctx.options and ctx.options.proxyauth
+            if self.state.config.allow_unauthenticated_requests is False and not auth_configured:
                 raise exceptions.OptionsError(
                     f"proxysigv4: {self.state.config.source}: allowUnauthenticatedRequests is false "
                     "but no inbound authentication is configured; start with --set proxyauth=user:pass "
@@ -151,13 +152,22 @@ class ProxySigV4:
             log.exception("proxysigv4: internal error for %s %s", flow.request.method, client_target)
             prefix = route.prefix if route else None
             flow.response = errors.error_response(
-                500, "internal_error", "proxysigv4 failed to sign this request (see proxy log)", prefix
+                500,
+                "internal_error",
+                "proxysigv4 failed to sign this request (see proxy log)",
+                prefix,
             )
         if flow.response is not None:
             self._log(flow, client_target, "-", route, started)
 
     def _forward(
-        self, flow: http.HTTPFlow, upstream: Upstream, credentials, access_key_id, client_target, started
+        self,
+        flow: http.HTTPFlow,
+        upstream: Upstream,
+        credentials,
+        access_key_id,
+        client_target,
+        started,
     ) -> None:
         route = upstream.route
         request = flow.request

@@ -152,9 +152,7 @@ def parse_target(value: object, where: str) -> Target:
         problem = "user info (user@host) is not allowed in a target"
     elif parts.fragment:
         problem = "a fragment (#...) is not allowed in a target"
-    elif not _PATH_CHARS.match(parts.path) or any(
-        seg in (".", "..") for seg in parts.path.split("/")
-    ):
+    elif not _PATH_CHARS.match(parts.path) or any(seg in (".", "..") for seg in parts.path.split("/")):
         problem = "its path must be percent-encoded and free of '.' and '..' segments"
     if problem:
         raise ConfigError(f"{where}: key 'target': {value!r} is not usable: {problem}")
@@ -225,12 +223,19 @@ def parse_route(prefix: str, spec: object, globals_: dict, where: str) -> Route:
     extra: dict = {}
     if "roleSessionName" in spec:
         extra["role_session_name"] = _string(
-            spec["roleSessionName"], "roleSessionName", where, _SESSION_NAME,
+            spec["roleSessionName"],
+            "roleSessionName",
+            where,
+            _SESSION_NAME,
             "2-64 characters of letters, digits and +=,.@-_",
         )
     if "externalId" in spec:
         extra["external_id"] = _string(
-            spec["externalId"], "externalId", where, _EXTERNAL_ID, "2-1224 characters of \\w+=,.@:/-"
+            spec["externalId"],
+            "externalId",
+            where,
+            _EXTERNAL_ID,
+            "2-1224 characters of \\w+=,.@:/-",
         )
     if "durationSeconds" in spec:
         d = spec["durationSeconds"]

@@ -88,9 +88,7 @@ def _load(spec: CredentialSpec) -> Credentials:
         extra_args=extra_args,
         cache={},
     )
-    return DeferredRefreshableCredentials(
-        method="assume-role", refresh_using=fetcher.fetch_credentials
-    )
+    return DeferredRefreshableCredentials(method="assume-role", refresh_using=fetcher.fetch_credentials)
 
 
 def _create_client(session: botocore.session.Session, service: str, **kwargs):

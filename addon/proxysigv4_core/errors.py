@@ -5,8 +5,8 @@ import logging
 
 from mitmproxy import http
 from mitmproxy.connection import ConnectionState
-from mitmproxy.proxy import commands
 from mitmproxy.net.http import http1
+from mitmproxy.proxy import commands
 from mitmproxy.proxy.layers.http import _http1
 from mitmproxy.proxy.layers.http._events import ResponseProtocolError
 

@@ -118,9 +118,7 @@ def request_policy(extra: Iterable[str] = ()) -> HeaderPolicy:
 
 
 def response_policy(extra: Iterable[str] = ()) -> HeaderPolicy:
-    return HeaderPolicy(
-        tuple(DEFAULT_RESPONSE_HEADERS) + tuple(extra), frozenset(ALWAYS_REMOVED_RESPONSE)
-    )
+    return HeaderPolicy(tuple(DEFAULT_RESPONSE_HEADERS) + tuple(extra), frozenset(ALWAYS_REMOVED_RESPONSE))
 
 
 def connection_tokens(fields: list[tuple[str, str]]) -> set[str]:

@@ -1,0 +1,230 @@
+"""The addon's hooks through mitmproxy's own test helpers (taddons, tflow): configuration
+errors, fail-closed answers, rewriting and signing of a flow."""
+
+import asyncio
+
+import pytest
+import yaml
+from mitmproxy import exceptions
+from mitmproxy.addons import proxyauth, proxyserver
+from mitmproxy.test import taddons, tflow, tutils
+
+from proxysigv4_core import ProxySigV4
+from proxysigv4_core import addon as addon_module
+
+API = "https://abc.execute-api.eu-west-1.amazonaws.com"
+
+
+@pytest.fixture(autouse=True)
+def static_credentials(monkeypatch, tmp_path):
+    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_STS"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNITTEST00000001")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "unit-test-secret")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def write_config(tmp_path, section, name="routes.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump({"proxysigv4": section}))
+    return str(path)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def client_flow(path: str, method: str = "GET", body: bytes = b"", headers=()):
+    req = tutils.treq(
+        method=method.encode(),
+        path=path.encode(),
+        content=body,
+        host="127.0.0.1",
+        port=9,
+        headers=((b"host", b"127.0.0.1:9"), *headers),
+    )
+    return tflow.tflow(req=req)
+
+
+def test_bad_config_raises_options_error_naming_file_route_and_key(tmp_path):
+    a = ProxySigV4()
+    with taddons.context(a) as tctx:
+        path = write_config(tmp_path, {"/x": {"target": API + "/p", "servcie": "x"}})
+        with pytest.raises(exceptions.OptionsError, match=r"routes.yaml: route '/x': unknown key 'servcie'"):
+            tctx.configure(a, proxysigv4_config=path)
+
+
+def test_missing_config_file_is_an_error(tmp_path):
+    a = ProxySigV4()
+    with taddons.context(a) as tctx:
+        with pytest.raises(exceptions.OptionsError, match="file not found"):
+            tctx.configure(a, proxysigv4_config=str(tmp_path / "nope.yaml"))
+
+
+def test_allow_unauthenticated_false_requires_proxyauth(tmp_path):
+    a = ProxySigV4()
+    with taddons.context(proxyauth.ProxyAuth(), a) as tctx:
+        path = write_config(tmp_path, {"allowUnauthenticatedRequests": False, "/x": API})
+        with pytest.raises(exceptions.OptionsError, match="allowUnauthenticatedRequests is false"):
+            tctx.configure(a, proxysigv4_config=path)
+        tctx.configure(a, proxyauth="user:pass", proxysigv4_config=path)
+        assert a.state is not None
+
+
+def test_allow_unauthenticated_true_does_not_crash(tmp_path):
+    a = ProxySigV4()
+    with taddons.context(a) as tctx:
+        tctx.configure(
+            a,
+            proxysigv4_config=write_config(tmp_path, {"allowUnauthenticatedRequests": True, "/x": API}),
+        )
+        assert a.state.config.allow_unauthenticated_requests is True
+
+
+def test_eager_connection_strategy_is_switched_to_lazy(tmp_path):
+    a = ProxySigV4()
+    with taddons.context(proxyserver.Proxyserver(), a) as tctx:
+        tctx.configure(a, proxysigv4_config=write_config(tmp_path, {"/x": API}), connection_strategy="eager")
+        assert tctx.options.connection_strategy == "lazy"
+
+
+def test_request_is_rewritten_filtered_and_signed(tmp_path):
+    async def main():
+        a = ProxySigV4()
+        with taddons.context(a) as tctx:
+            tctx.configure(a, proxysigv4_config=write_config(tmp_path, {"/x": API + "/prod"}))
+            f = client_flow(
+                "/x/items?b=1&a=2",
+                "POST",
+                b'{"a": 1}',
+                (
+                    (b"content-type", b"application/json"),
+                    (b"cookie", b"c=1"),
+                    (b"x-amz-meta-k", b"v"),
+                ),
+            )
+            await a.request(f)
+            assert f.response is None
+            r = f.request
+            assert (r.scheme, r.host, r.port, r.path) == (
+                "https",
+                "abc.execute-api.eu-west-1.amazonaws.com",
+                443,
+                "/prod/items?b=1&a=2",
+            )
+            assert r.headers["host"] == "abc.execute-api.eu-west-1.amazonaws.com"
+            assert "cookie" not in r.headers
+            assert r.headers["x-amz-meta-k"] == "v"
+            assert r.headers["content-length"] == "8"
+            auth = r.headers["authorization"]
+            assert auth.startswith("AWS4-HMAC-SHA256 Credential=AKIAUNITTEST00000001/")
+            assert "/eu-west-1/execute-api/aws4_request" in auth
+            meta = f.metadata["proxysigv4"]
+            assert meta["route"] == "/x" and meta["client_path"] == "/x/items?b=1&a=2"
+            assert meta["access_key_id"] == "AKIA…0001"
+            assert "unit-test-secret" not in repr(meta)
+
+    run(main())
+
+
+def test_unmatched_request_gets_404_json_and_is_not_rewritten(tmp_path):
+    async def main():
+        a = ProxySigV4()
+        with taddons.context(a) as tctx:
+            tctx.configure(a, proxysigv4_config=write_config(tmp_path, {"/x": API}))
+            f = client_flow("/y")
+            await a.request(f)
+            assert f.response.status_code == 404
+            assert f.response.json()["error"] == "no_route"
+            assert f.request.host == "127.0.0.1"
+            assert "authorization" not in f.request.headers
+
+    run(main())
+
+
+def test_internal_error_answers_500_and_never_forwards(tmp_path, monkeypatch):
+    def broken(**kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(addon_module, "sign_request", broken)
+
+    async def main():
+        a = ProxySigV4()
+        with taddons.context(a) as tctx:
+            tctx.configure(a, proxysigv4_config=write_config(tmp_path, {"/x": API}))
+            f = client_flow("/x/a")
+            await a.request(f)
+            assert f.response.status_code == 500
+            body = f.response.json()
+            assert body["error"] == "internal_error" and body["route"] == "/x"
+            assert f.request.host == "127.0.0.1"
+
+    run(main())
+
+
+def test_credential_failure_answers_503_naming_the_route(tmp_path, monkeypatch):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+
+    async def main():
+        a = ProxySigV4()
+        with taddons.context(a) as tctx:
+            tctx.configure(a, proxysigv4_config=write_config(tmp_path, {"/x": API}))
+            f = client_flow("/x/a")
+            await a.request(f)
+            assert f.response.status_code == 503
+            assert f.response.json()["route"] == "/x"
+            assert "no AWS credentials found" in f.response.json()["message"]
+
+    run(main())
+
+
+def test_request_streaming_is_turned_off_so_the_body_can_be_hashed(tmp_path):
+    a = ProxySigV4()
+    with taddons.context(a) as tctx:
+        tctx.configure(a, proxysigv4_config=write_config(tmp_path, {"/x": API}))
+        f = client_flow("/x/a", "PUT", b"abc")
+        f.request.stream = True
+        a.requestheaders(f)
+        assert not f.request.stream
+
+
+def test_config_reload_swaps_the_route_table_whole(tmp_path):
+    async def main():
+        a = ProxySigV4()
+        with taddons.context(a) as tctx:
+            tctx.configure(a, proxysigv4_config=write_config(tmp_path, {"/old": API}, "a.yaml"))
+            first = a.state
+            tctx.configure(a, proxysigv4_config=write_config(tmp_path, {"/new": API}, "b.yaml"))
+            assert a.state is not first
+            f = client_flow("/old/x")
+            await a.request(f)
+            assert f.response.status_code == 404
+            with pytest.raises(exceptions.OptionsError):
+                tctx.configure(a, proxysigv4_config=write_config(tmp_path, {"/bad": "nope"}, "c.yaml"))
+            f = client_flow("/new/x")
+            await a.request(f)
+            assert f.response is None  # the previous valid table stays in force
+
+    run(main())
+
+
+def test_response_headers_filtered_for_signed_flows_only(tmp_path):
+    async def main():
+        a = ProxySigV4()
+        with taddons.context(a) as tctx:
+            tctx.configure(a, proxysigv4_config=write_config(tmp_path, {"/x": API}))
+            f = client_flow("/x/a")
+            await a.request(f)
+            f.response = tutils.tresp(
+                headers=((b"etag", b'"1"'), (b"set-cookie", b"a=1"), (b"content-length", b"7"))
+            )
+            a.responseheaders(f)
+            assert f.response.headers.get("etag") == '"1"'
+            assert "set-cookie" not in f.response.headers
+            a.response(f)
+            assert f.id not in a._in_flight
+
+    run(main())
