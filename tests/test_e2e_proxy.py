@@ -333,3 +333,85 @@ def test_bad_config_makes_mitmdump_exit_nonzero(start_proxy, tmp_path):
     )
     assert proxy.proc.returncode != 0
     assert "route '/r': key 'target'" in proxy.log()
+
+
+# ---- credentials: STS slow, denied, called once -----------------------------------------------
+def sts_answer(delay: float, deny: bool = False):
+    def answer(received):
+        time.sleep(delay)
+        if deny:
+            body = (
+                b"<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code>"
+                b"<Message>role trust policy does not allow you</Message></Error><RequestId>1</RequestId></ErrorResponse>"
+            )
+            return 403, [("content-type", "text/xml")], body
+        expiration = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+        body = f"""<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult>
+<Credentials><AccessKeyId>ASIAROLETEMP0001</AccessKeyId><SecretAccessKey>role/secret</SecretAccessKey>
+<SessionToken>role-session-token</SessionToken><Expiration>{expiration}</Expiration></Credentials>
+<AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/r/proxysigv4</Arn><AssumedRoleId>AROA1:proxysigv4</AssumedRoleId></AssumedRoleUser>
+</AssumeRoleResult><ResponseMetadata><RequestId>1</RequestId></ResponseMetadata></AssumeRoleResponse>"""
+        return 200, [("content-type", "text/xml")], body.encode()
+
+    return answer
+
+
+def role_verifying(received):
+    secrets = {KEY: (SECRET, None), "ASIAROLETEMP0001": ("role/secret", "role-session-token")}
+    verdict = verify(received.method, received.target, received.headers, received.body, secrets)
+    return (200 if verdict.ok else 403), [("content-type", "text/plain")], verdict.reason.encode()
+
+
+def test_slow_sts_does_not_block_other_routes_and_is_called_once(start_proxy, tmp_path):
+    with Upstream(sts_answer(delay=3)) as sts, Upstream(role_verifying) as upstream:
+        env = proxy_env(tmp_path) | {"AWS_ENDPOINT_URL_STS": sts.url}
+        routes = {
+            "/role": {
+                "target": upstream.url,
+                "service": "execute-api",
+                "region": "eu-west-1",
+                "roleArn": "arn:aws:iam::123456789012:role/r",
+            },
+            "/static": {"target": upstream.url, "service": "execute-api", "region": "eu-west-1"},
+        }
+        proxy = start_proxy(routes, env)
+        results = {}
+
+        def role_call(i):
+            results[i] = get(f"{proxy.url}/role/x{i}", timeout=20)
+
+        threads = [threading.Thread(target=role_call, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        fast = []
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            t0 = time.monotonic()
+            assert get(f"{proxy.url}/static/y").status_code == 200
+            fast.append(time.monotonic() - t0)
+        for t in threads:
+            t.join(20)
+        assert len(fast) >= 5 and max(fast) < 0.5, fast
+        assert all(r.status_code == 200 for r in results.values()), [r.text for r in results.values()]
+        for i in range(5):
+            assert get(f"{proxy.url}/role/z{i}").status_code == 200
+        assert len(sts.received) == 1  # prefetched at start-up, then cached
+
+
+def test_sts_access_denied_answers_503_with_the_cause(start_proxy, tmp_path):
+    with Upstream(sts_answer(delay=0, deny=True)) as sts, Upstream(role_verifying) as upstream:
+        env = proxy_env(tmp_path) | {"AWS_ENDPOINT_URL_STS": sts.url}
+        routes = {
+            "/role": {
+                "target": upstream.url,
+                "service": "execute-api",
+                "region": "eu-west-1",
+                "roleArn": "arn:aws:iam::123456789012:role/r",
+            }
+        }
+        proxy = start_proxy(routes, env)
+        r = get(f"{proxy.url}/role/x")
+        assert r.status_code == 503
+        assert "AccessDenied" in r.json()["message"] and r.json()["route"] == "/role"
+        assert upstream.received == []
+        assert SECRET not in r.text

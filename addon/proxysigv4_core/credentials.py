@@ -57,7 +57,7 @@ class CredentialSpec:
             route.role_session_name,
             route.external_id,
             route.duration_seconds,
-            route.region,
+            route.region if route.role_arn else "",  # only STS needs a region
         )
 
     def describe(self) -> str:
@@ -138,7 +138,8 @@ class CredentialProvider:
             except Exception as e:
                 self.last_error = _describe_error(e)
                 self._failed_at = time.monotonic()
-                log.warning("proxysigv4: credentials (%s) failed: %s", self.spec.describe(), self.last_error)
+                self._credentials = None  # rebuild from the chain next time (env fixed, SSO login)
+                log.warning("proxysigv4: credentials failed: %s", self.last_error)
 
     def _usable(self, margin: float) -> bool:
         return self._frozen is not None and time.time() < self._expiry - margin
