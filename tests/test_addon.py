@@ -145,10 +145,10 @@ def test_unmatched_request_gets_404_json_and_is_not_rewritten(tmp_path):
 
 
 def test_internal_error_answers_500_and_never_forwards(tmp_path, monkeypatch):
-    def broken(**kwargs):
+    def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(addon_module, "sign_request", broken)
+    monkeypatch.setattr(addon_module, "sign_upstream", broken)
 
     async def main():
         a = ProxySigV4()

@@ -362,19 +362,23 @@ def role_verifying(received):
     return (200 if verdict.ok else 403), [("content-type", "text/plain")], verdict.reason.encode()
 
 
+def start_role_proxy(start_proxy, tmp_path, sts, upstream):
+    """A proxy with an assume-role route and a static route to `upstream`, STS at `sts`."""
+    routes = {
+        "/role": {
+            "target": upstream.url,
+            "service": "execute-api",
+            "region": "eu-west-1",
+            "roleArn": "arn:aws:iam::123456789012:role/r",
+        },
+        "/static": {"target": upstream.url, "service": "execute-api", "region": "eu-west-1"},
+    }
+    return start_proxy(routes, proxy_env(tmp_path) | {"AWS_ENDPOINT_URL_STS": sts.url})
+
+
 def test_slow_sts_does_not_block_other_routes_and_is_called_once(start_proxy, tmp_path):
     with Upstream(sts_answer(delay=3)) as sts, Upstream(role_verifying) as upstream:
-        env = proxy_env(tmp_path) | {"AWS_ENDPOINT_URL_STS": sts.url}
-        routes = {
-            "/role": {
-                "target": upstream.url,
-                "service": "execute-api",
-                "region": "eu-west-1",
-                "roleArn": "arn:aws:iam::123456789012:role/r",
-            },
-            "/static": {"target": upstream.url, "service": "execute-api", "region": "eu-west-1"},
-        }
-        proxy = start_proxy(routes, env)
+        proxy = start_role_proxy(start_proxy, tmp_path, sts, upstream)
         results = {}
 
         def role_call(i):
@@ -400,16 +404,7 @@ def test_slow_sts_does_not_block_other_routes_and_is_called_once(start_proxy, tm
 
 def test_sts_access_denied_answers_503_with_the_cause(start_proxy, tmp_path):
     with Upstream(sts_answer(delay=0, deny=True)) as sts, Upstream(role_verifying) as upstream:
-        env = proxy_env(tmp_path) | {"AWS_ENDPOINT_URL_STS": sts.url}
-        routes = {
-            "/role": {
-                "target": upstream.url,
-                "service": "execute-api",
-                "region": "eu-west-1",
-                "roleArn": "arn:aws:iam::123456789012:role/r",
-            }
-        }
-        proxy = start_proxy(routes, env)
+        proxy = start_role_proxy(start_proxy, tmp_path, sts, upstream)
         r = get(f"{proxy.url}/role/x")
         assert r.status_code == 503
         assert "AccessDenied" in r.json()["message"] and r.json()["route"] == "/role"

@@ -5,9 +5,8 @@ import pytest
 from botocore.credentials import ReadOnlyCredentials
 
 from proxysigv4_core.config import parse_config
-from proxysigv4_core.headers import filter_request_headers
 from proxysigv4_core.routing import RouteTable, resolve
-from proxysigv4_core.signing import sign_request
+from proxysigv4_core.signing import sign_upstream
 from sigv4_verify import verify
 
 CREDS = ReadOnlyCredentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", None)
@@ -63,30 +62,15 @@ CORPUS = [
 
 
 def signed_wire_request(method, client_target, body, creds, extra_headers=()):
+    """Route, filter and sign as the addon does; return what goes on the wire."""
     upstream = resolve(TABLE, client_target)
-    route = upstream.route
-    headers = filter_request_headers(
-        route.request_headers,
-        [
-            ("Content-Type", "application/json"),
-            ("X-Amz-Meta-Color", " blue   green "),
-            *extra_headers,
-        ],
-    )
+    client_headers = [
+        ("Content-Type", "application/json"),
+        ("X-Amz-Meta-Color", " blue   green "),
+        *extra_headers,
+    ]
     data = body.encode()
-    if data or method in ("POST", "PUT"):
-        headers.append(("content-length", str(len(data))))
-    signed = sign_request(
-        method=method,
-        url=upstream.url,
-        host_header=route.target.host_header,
-        headers=headers,
-        body=data,
-        credentials=creds,
-        service=route.service,
-        region=route.region,
-        is_s3=route.is_s3,
-    )
+    signed = sign_upstream(upstream, method, client_headers, data, creds)
     wire_target = upstream.path + (f"?{upstream.query}" if upstream.query else "")
     return wire_target, signed.headers, data
 

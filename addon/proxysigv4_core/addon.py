@@ -14,15 +14,14 @@ from mitmproxy import ctx, exceptions, http
 from . import errors
 from .config import Config, ConfigError, Route, load_config
 from .credentials import CredentialError, CredentialStore
-from .headers import filter_request_headers, filter_response_headers
+from .headers import filter_response_headers
 from .routing import RequestRejected, RouteTable, Upstream, resolve
-from .signing import sign_request
+from .signing import sign_upstream
 
 log = logging.getLogger("proxysigv4")
 OPTION = "proxysigv4_config"
 # Built-in addons that run after scripts and would change a request after it was signed.
 _POST_SIGNING_MODIFIERS = frozenset({"map_remote", "modify_headers", "modify_body"})
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 @dataclass
@@ -172,21 +171,8 @@ class ProxySigV4:
         route = upstream.route
         request = flow.request
         body = request.raw_content or b""
-        headers = filter_request_headers(route.request_headers, _fields(request.headers))
-        if body or request.method.upper() in _BODY_METHODS:
-            headers.append(("content-length", str(len(body))))
+        signed = sign_upstream(upstream, request.method, _fields(request.headers), body, credentials)
         target = route.target
-        signed = sign_request(
-            method=request.method,
-            url=upstream.url,
-            host_header=target.host_header,
-            headers=headers,
-            body=body,
-            credentials=credentials,
-            service=route.service,
-            region=route.region,
-            is_s3=route.is_s3,
-        )
         request.scheme = target.scheme
         request.host = target.host
         request.port = target.port

@@ -13,6 +13,11 @@ from botocore.auth import S3SigV4Auth, SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 
+from .headers import filter_request_headers
+from .routing import Upstream
+
+# Methods whose empty body is still announced with Content-Length: 0.
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # Services that require the payload hash as a header (S3 adds it itself).
 _CONTENT_SHA256_SERVICES = frozenset({"aoss"})
 # Ask botocore's S3 signer to hash the payload even over https with Content-MD5.
@@ -55,3 +60,28 @@ def sign_request(
     authorization = request.headers["Authorization"]
     signed = authorization.split("SignedHeaders=", 1)[1].split(",", 1)[0].split(";")
     return SignedRequest(list(request.headers.items()), tuple(signed))
+
+
+def sign_upstream(
+    upstream: Upstream,
+    method: str,
+    client_headers: list[tuple[str, str]],
+    body: bytes,
+    credentials: ReadOnlyCredentials,
+) -> SignedRequest:
+    """Filter the client's headers by the route's allowlist, frame the body, and sign."""
+    route = upstream.route
+    headers = filter_request_headers(route.request_headers, client_headers)
+    if body or method.upper() in _BODY_METHODS:
+        headers.append(("content-length", str(len(body))))
+    return sign_request(
+        method=method,
+        url=upstream.url,
+        host_header=route.target.host_header,
+        headers=headers,
+        body=body,
+        credentials=credentials,
+        service=route.service,
+        region=route.region,
+        is_s3=route.is_s3,
+    )
