@@ -104,7 +104,7 @@ def verify(
     present = {k.lower() for k, _ in headers}
     if missing := [h for h in signed if h not in present]:
         return Verdict(False, f"signed headers not received: {missing}")
-    unsigned = sorted(present - set(signed) - {"authorization", "content-length"})
+    unsigned = sorted(present - set(signed) - {"authorization", "content-length", "connection"})
     if unsigned:
         return Verdict(False, f"received headers that were not signed: {unsigned}")
     when = datetime.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.UTC)

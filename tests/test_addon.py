@@ -228,3 +228,56 @@ def test_response_headers_filtered_for_signed_flows_only(tmp_path):
             assert f.id not in a._in_flight
 
     run(main())
+
+
+def test_replay_is_signed_afresh_without_rewriting_twice(tmp_path):
+    async def main():
+        a = ProxySigV4()
+        with taddons.context(a) as tctx:
+            # The target path equals the route prefix: a second rewrite would give /api/api/x.
+            tctx.configure(a, proxysigv4_config=write_config(tmp_path, {"/api": API + "/api?stage=1"}))
+            f = client_flow("/api/x?q=1")
+            await a.request(f)
+            assert f.request.path == "/api/x?stage=1&q=1"
+            first_auth = f.request.headers["authorization"]
+            replay = f.copy()
+            replay.is_replay = "request"
+            replay.live = True  # as mitmproxy's replay makes it
+            replay.request.headers["authorization"] = "stale"
+            replay.request.headers["x-amz-date"] = "20000101T000000Z"
+            await a.request(replay)
+            assert replay.response is None
+            assert replay.request.path == "/api/x?stage=1&q=1"
+            assert replay.request.host == "abc.execute-api.eu-west-1.amazonaws.com"
+            assert replay.request.headers["authorization"].startswith("AWS4-HMAC-SHA256")
+            assert replay.request.headers["x-amz-date"] != "20000101T000000Z"
+            assert (
+                first_auth.split("Signature=")[0]
+                == replay.request.headers["authorization"].split("Signature=")[0]
+            )
+            assert replay.metadata["proxysigv4"]["client_path"] == "/api/x?q=1"
+
+            edited = f.copy()
+            edited.is_replay = "request"
+            edited.live = True
+            edited.request.method = "DELETE"
+            edited.request.path = "/api/other"
+            await a.request(edited)
+            assert edited.response is None and edited.request.path == "/api/other"
+
+            escaped = f.copy()
+            escaped.is_replay = "request"
+            escaped.live = True
+            escaped.request.host = "evil.example"
+            await a.request(escaped)
+            assert escaped.response.status_code == 400
+            assert escaped.response.json()["error"] == "replay_target_changed"
+
+            outside = f.copy()
+            outside.is_replay = "request"
+            outside.live = True
+            outside.request.path = "/elsewhere"
+            await a.request(outside)
+            assert outside.response.status_code == 400
+
+    run(main())

@@ -139,6 +139,14 @@ def test_forwarded_headers_are_exactly_the_signed_ones_plus_content_length(proxy
     assert set(got) - {"authorization"} == set(signed) | {"content-length"}
 
 
+def test_client_connection_close_is_honoured(proxy, upstream):
+    raw = raw_exchange(
+        proxy, b"GET /api/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    )  # returns at EOF
+    assert raw.startswith(b"HTTP/1.1 200")
+    assert dict((k.lower(), v) for k, v in upstream.received[-1].headers)["connection"] == "close"
+
+
 def test_response_headers_are_filtered_by_the_allowlist(proxy):
     r = get(f"{proxy.url}/api/x")
     assert r.status_code == 200
@@ -182,15 +190,40 @@ def test_longest_prefix_wins_and_no_implicit_trailing_slash(proxy, upstream):
 )
 def test_rejected_requests_get_json_and_are_never_forwarded(proxy, upstream, path, status, error):
     before = len(upstream.received)
-    with socket.create_connection(("127.0.0.1", int(proxy.url.rsplit(":", 1)[1])), 5) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        raw = b""
-        while chunk := s.recv(65536):
-            raw += chunk
+    raw = raw_exchange(proxy, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
     head, _, body = raw.partition(b"\r\n\r\n")
     assert head.split()[1] == str(status).encode(), raw
     assert json.loads(body)["error"] == error
     assert len(upstream.received) == before
+
+
+def raw_exchange(proxy, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", int(proxy.url.rsplit(":", 1)[1])), 5) as s:
+        s.sendall(request)
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    return raw
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        b"GET http://evil.example/api/x HTTP/1.1",
+        b"GET http://127.0.0.1:1/api/x HTTP/1.1",
+    ],
+)
+def test_absolute_form_or_host_header_cannot_change_the_upstream(proxy, upstream, request_line):
+    before = len(upstream.received)
+    raw = raw_exchange(proxy, request_line + b"\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+    status = int(raw.split()[1])
+    if status == 200:
+        assert len(upstream.received) == before + 1
+        got = dict((k.lower(), v) for k, v in upstream.received[-1].headers)
+        assert got["host"] == f"127.0.0.1:{upstream.port}"
+        assert upstream.received[-1].target == "/prod/x"
+    else:
+        assert status in (400, 404) and len(upstream.received) == before
 
 
 def test_chunked_and_gzip_request_bodies_are_hashed_as_sent(proxy, upstream):

@@ -10,12 +10,13 @@ import time
 from dataclasses import dataclass
 
 from mitmproxy import ctx, exceptions, http
+from mitmproxy.net.http import http1
 
 from . import errors
 from .config import Config, ConfigError, Route, load_config
 from .credentials import CredentialError, CredentialStore
 from .headers import filter_response_headers
-from .routing import RequestRejected, RouteTable, Upstream, resolve
+from .routing import RequestRejected, RouteTable, Upstream, resolve, resolve_replay
 from .signing import sign_upstream
 
 log = logging.getLogger("proxysigv4")
@@ -125,7 +126,11 @@ class ProxySigV4:
         if flow.response or flow.error or not flow.live:
             return
         started = time.monotonic()
-        client_target = flow.request.path
+        previous = flow.metadata.get("proxysigv4", {})
+        # A replayed flow keeps the client path it was first received with.
+        client_target = (
+            previous.get("client_path", flow.request.path) if flow.is_replay else flow.request.path
+        )
         route: Route | None = None
         try:
             if self.state is None:
@@ -134,7 +139,7 @@ class ProxySigV4:
                 # Another addon made the body stream after requestheaders: it cannot be signed.
                 flow.kill()
                 return
-            upstream = resolve(self.state.table, client_target)
+            upstream = self._upstream(flow)
             route = upstream.route
             provider = self.credentials.provider(route)
             credentials = await provider.get()
@@ -159,6 +164,21 @@ class ProxySigV4:
         if flow.response is not None:
             self._log(flow, client_target, "-", route, started)
 
+    def _upstream(self, flow: http.HTTPFlow) -> Upstream:
+        assert self.state is not None
+        previous = flow.metadata.get("proxysigv4", {})
+        if flow.is_replay == "request" and "route" in previous:
+            route = self.state.table.route(previous["route"])
+            if route is None:
+                raise RequestRejected(
+                    409,
+                    "route_gone",
+                    f"route {previous['route']} of this replayed flow is no longer configured",
+                )
+            r = flow.request
+            return resolve_replay(route, r.scheme, r.host, r.port, r.path)
+        return resolve(self.state.table, flow.request.path)
+
     def _forward(
         self,
         flow: http.HTTPFlow,
@@ -172,12 +192,18 @@ class ProxySigV4:
         request = flow.request
         body = request.raw_content or b""
         signed = sign_upstream(upstream, request.method, _fields(request.headers), body, credentials)
+        # mitmproxy closes the client connection after the response only if the request says so.
+        close = http1.connection_close(request.http_version, request.headers)
         target = route.target
         request.scheme = target.scheme
         request.host = target.host
         request.port = target.port
         request.path = upstream.path + (f"?{upstream.query}" if upstream.query else "")
+        # Origin-form on HTTP/1 (a client's absolute-form target is not passed on); :authority on h2/h3.
+        request.authority = target.host_header if (request.is_http2 or request.is_http3) else ""
         request.headers = _headers(signed.headers)
+        if close:
+            request.headers["connection"] = "close"  # hop-by-hop: never signed, harmless upstream
         flow.metadata["proxysigv4"] = {
             "route": route.prefix,
             "client_path": client_target,

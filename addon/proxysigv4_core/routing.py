@@ -87,6 +87,9 @@ class RouteTable:
         )
         self.routes = tuple(r for _, r in self._routes)
 
+    def route(self, prefix: str) -> Route | None:
+        return next((r for r in self.routes if r.prefix == prefix), None)
+
     def match(self, raw_path: str) -> tuple[Route, list[str]] | None:
         """The route for a raw path and the raw segments after its prefix."""
         raw = _segments(raw_path)
@@ -146,3 +149,28 @@ def resolve(table: RouteTable, raw_target: str) -> Upstream:
         raise RequestRejected(404, "no_route", f"no route matches path {raw_path!r}")
     route, remainder = found
     return rewrite(route, remainder, raw_query)
+
+
+def resolve_replay(route: Route, scheme: str, host: str, port: int, raw_target: str) -> Upstream:
+    """A replayed flow was already rewritten: keep its route and target, re-check, do not rewrite.
+
+    The user may have edited it (e.g. in mitmweb); it must still point at the route's target
+    and stay under its path prefix.
+    """
+    t = route.target
+    if (scheme, host.lower(), port) != (t.scheme, t.host.lower(), t.port):
+        raise RequestRejected(
+            400, "replay_target_changed", f"replayed request no longer goes to {t.url} (route {route.prefix})"
+        )
+    raw_path, _, raw_query = raw_target.partition("?")
+    check_path(raw_path)
+    base = t.path.rstrip("/")
+    if not (raw_path == (t.path or "/") or raw_path.startswith(base + "/")):
+        raise RequestRejected(
+            400, "path_traversal", f"replayed path {raw_path!r} is outside the target path {t.path or '/'!r}"
+        )
+    if route.is_s3:
+        path = canonical_s3_path(raw_path)
+    else:
+        path = quote(raw_path, safe="/" + _PCHAR_SAFE)
+    return Upstream(route, path, canonical_query(raw_query))
