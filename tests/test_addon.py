@@ -182,13 +182,18 @@ def test_credential_failure_answers_503_naming_the_route(tmp_path, monkeypatch):
 
 
 def test_request_streaming_is_turned_off_so_the_body_can_be_hashed(tmp_path):
-    a = ProxySigV4()
-    with taddons.context(a) as tctx:
-        tctx.configure(a, proxysigv4_config=write_config(tmp_path, {"/x": API}))
-        f = client_flow("/x/a", "PUT", b"abc")
-        f.request.stream = True
-        a.requestheaders(f)
-        assert not f.request.stream
+    async def main():
+        a = ProxySigV4()
+        with taddons.context(a) as tctx:
+            tctx.configure(a, proxysigv4_config=write_config(tmp_path, {"/x": API}))
+            f = client_flow("/x/a", "PUT", b"abc")
+            f.request.stream = True  # as mitmproxy's stream_large_bodies would set it
+            await a.requestheaders(f)
+            assert not f.request.stream and f.response is None
+            await a.request(f)
+            assert f.request.headers["authorization"].startswith("AWS4-HMAC-SHA256")
+
+    run(main())
 
 
 def test_config_reload_swaps_the_route_table_whole(tmp_path):

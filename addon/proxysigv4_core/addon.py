@@ -5,6 +5,7 @@ Per request: resolve route (routing) -> credentials -> filter headers (headers) 
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from .credentials import CredentialError, CredentialStore
 from .headers import filter_response_headers
 from .routing import RequestRejected, RouteTable, Upstream, resolve, resolve_replay
 from .signing import sign_upstream
+from .streaming import RequestPlan, body_too_large, content_length, plan_request, streams_response
 
 log = logging.getLogger("proxysigv4")
 OPTION = "proxysigv4_config"
@@ -34,6 +36,20 @@ class _InFlight:
     target_url: str
     started: float
     timer: asyncio.TimerHandle | None = None
+
+
+@dataclass
+class _Pending:
+    """A request between its headers and its body: routed and planned, not yet signed."""
+
+    client_target: str
+    started: float
+    upstream: Upstream | None = None
+    plan: RequestPlan | None = None
+
+    @property
+    def route_prefix(self) -> str | None:
+        return self.upstream.route.prefix if self.upstream else None
 
 
 @dataclass(frozen=True)
@@ -55,6 +71,7 @@ class ProxySigV4:
         self.state: _State | None = None
         self.credentials = CredentialStore()
         self._in_flight: dict[str, _InFlight] = {}
+        self._pending: dict[str, _Pending] = {}
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -117,55 +134,83 @@ class ProxySigV4:
             self.credentials.provider(route).start_background_refresh()
 
     # ---- requests --------------------------------------------------------------------------
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
-        # The body is hashed into the signature, so it must be held, not streamed past us.
-        if flow.request.stream:
-            flow.request.stream = False
-
-    async def request(self, flow: http.HTTPFlow) -> None:
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """Route and plan before the body is read: reject early, or sign now and stream the body."""
         if flow.response or flow.error or not flow.live:
             return
-        started = time.monotonic()
-        previous = flow.metadata.get("proxysigv4", {})
-        # A replayed flow keeps the client path it was first received with.
-        client_target = (
-            previous.get("client_path", flow.request.path) if flow.is_replay else flow.request.path
-        )
-        route: Route | None = None
-        try:
-            if self.state is None:
-                raise RequestRejected(503, "not_configured", "proxysigv4 has no route table loaded")
+        pending = _Pending(self._client_target(flow), time.monotonic())
+        async with self._answer_errors(flow, pending):
+            pending.upstream = self._upstream(flow)
+            fields = _fields(flow.request.headers)
+            pending.plan = plan_request(pending.upstream.route, fields)
+            if pending.plan.stream:
+                credentials, key_id = await self._credentials(pending.upstream.route)
+                self._forward(flow, pending, credentials, key_id, body=None)
+                flow.request.stream = True
+            else:
+                # The body is hashed into the signature, so it is held, not streamed past us.
+                flow.request.stream = False
+                self._pending[flow.id] = pending
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        pending = self._pending.pop(flow.id, None)
+        if flow.response or flow.error or not flow.live or flow.id in self._in_flight:
+            return
+        if pending is None:  # requestheaders did not see this flow (e.g. injected by an addon)
+            pending = _Pending(self._client_target(flow), time.monotonic())
+        async with self._answer_errors(flow, pending):
             if flow.request.stream:
                 # Another addon made the body stream after requestheaders: it cannot be signed.
                 flow.kill()
                 return
-            upstream = self._upstream(flow)
-            route = upstream.route
-            provider = self.credentials.provider(route)
-            credentials = await provider.get()
-            self._forward(flow, upstream, credentials, provider.access_key_id, client_target, started)
+            if pending.upstream is None:
+                pending.upstream = self._upstream(flow)
+                pending.plan = plan_request(pending.upstream.route, _fields(flow.request.headers))
+            body = flow.request.raw_content or b""
+            route = pending.upstream.route
+            if len(body) > route.buffer_limit and pending.plan.payload_hash is None:
+                raise body_too_large(route, len(body))
+            credentials, key_id = await self._credentials(route)
+            self._forward(flow, pending, credentials, key_id, body=body)
+
+    def _client_target(self, flow: http.HTTPFlow) -> str:
+        # A replayed flow keeps the client path it was first received with.
+        if flow.is_replay:
+            return flow.metadata.get("proxysigv4", {}).get("client_path", flow.request.path)
+        return flow.request.path
+
+    async def _credentials(self, route: Route):
+        provider = self.credentials.provider(route)
+        return await provider.get(), provider.access_key_id
+
+    @contextlib.asynccontextmanager
+    async def _answer_errors(self, flow: http.HTTPFlow, pending: "_Pending"):
+        """Turn every failure into the proxy's own JSON answer; nothing is forwarded unsigned."""
+        try:
+            yield
+            return
         except RequestRejected as e:
             flow.response = errors.error_response(e.status, e.error, e.message)
-            flow.metadata["proxysigv4"] = {"rejected": e.error, "client_path": client_target}
+            flow.metadata["proxysigv4"] = {"rejected": e.error, "client_path": pending.client_target}
         except CredentialError as e:
-            prefix = route.prefix if route else None
+            prefix = pending.route_prefix
             flow.response = errors.error_response(
                 503, "credentials_unavailable", f"credentials for route {prefix}: {e}", prefix
             )
         except Exception:
-            log.exception("proxysigv4: internal error for %s %s", flow.request.method, client_target)
-            prefix = route.prefix if route else None
+            log.exception("proxysigv4: internal error for %s %s", flow.request.method, pending.client_target)
             flow.response = errors.error_response(
                 500,
                 "internal_error",
                 "proxysigv4 failed to sign this request (see proxy log)",
-                prefix,
+                pending.route_prefix,
             )
-        if flow.response is not None:
-            self._log(flow, client_target, "-", route, started)
+        route = pending.upstream.route if pending.upstream else None
+        self._log(flow, pending.client_target, "-", route, pending.started)
 
     def _upstream(self, flow: http.HTTPFlow) -> Upstream:
-        assert self.state is not None
+        if self.state is None:
+            raise RequestRejected(503, "not_configured", "proxysigv4 has no route table loaded")
         previous = flow.metadata.get("proxysigv4", {})
         if flow.is_replay == "request" and "route" in previous:
             route = self.state.table.route(previous["route"])
@@ -179,19 +224,21 @@ class ProxySigV4:
             return resolve_replay(route, r.scheme, r.host, r.port, r.path)
         return resolve(self.state.table, flow.request.path)
 
-    def _forward(
-        self,
-        flow: http.HTTPFlow,
-        upstream: Upstream,
-        credentials,
-        access_key_id,
-        client_target,
-        started,
-    ) -> None:
+    def _forward(self, flow: http.HTTPFlow, pending: "_Pending", credentials, access_key_id, body) -> None:
+        upstream, plan = pending.upstream, pending.plan
+        assert upstream is not None and plan is not None
         route = upstream.route
         request = flow.request
-        body = request.raw_content or b""
-        signed = sign_upstream(upstream, request.method, _fields(request.headers), body, credentials)
+        fields = _fields(request.headers)
+        signed = sign_upstream(
+            upstream,
+            request.method,
+            fields,
+            body,
+            credentials,
+            payload_hash=plan.payload_hash,
+            content_length=content_length(fields),
+        )
         # mitmproxy closes the client connection after the response only if the request says so.
         close = http1.connection_close(request.http_version, request.headers)
         target = route.target
@@ -206,15 +253,17 @@ class ProxySigV4:
             request.headers["connection"] = "close"  # hop-by-hop: never signed, harmless upstream
         flow.metadata["proxysigv4"] = {
             "route": route.prefix,
-            "client_path": client_target,
+            "client_path": pending.client_target,
             "target_url": upstream.url,
             "service": route.service,
             "region": route.region,
             "credential_source": route.credential_source,
             "access_key_id": _mask(access_key_id),
             "signed_headers": list(signed.signed_headers),
+            "payload": plan.payload_hash or "hashed",
+            "streamed_request": body is None,
         }
-        in_flight = _InFlight(route, client_target, upstream.url, started)
+        in_flight = _InFlight(route, pending.client_target, upstream.url, pending.started)
         if route.timeout:
             in_flight.timer = asyncio.get_running_loop().call_later(
                 route.timeout, self._on_timeout, flow, route.timeout
@@ -226,13 +275,18 @@ class ProxySigV4:
         in_flight = self._in_flight.get(flow.id)
         if in_flight is None or flow.response is None:
             return
-        policy = in_flight.route.response_headers
-        flow.response.headers = _headers(filter_response_headers(policy, _fields(flow.response.headers)))
+        route = in_flight.route
+        fields = _fields(flow.response.headers)
+        flow.response.headers = _headers(filter_response_headers(route.response_headers, fields))
+        stream = streams_response(route, fields, flow.request.method)
+        if stream is not None:
+            flow.response.stream = stream
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._finish(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
+        self._pending.pop(flow.id, None)
         self._finish(flow)
 
     def _finish(self, flow: http.HTTPFlow) -> None:

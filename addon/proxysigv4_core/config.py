@@ -29,13 +29,21 @@ ROUTE_KEYS = (
     "allowedRequestHeaders",
     "allowedResponseHeaders",
     "timeout",
+    "stream",
+    "bufferLimit",
+    "unsignedPayload",
 )
 GLOBAL_KEYS = (
     "allowUnauthenticatedRequests",
     "allowedRequestHeaders",
     "allowedResponseHeaders",
     "timeout",
+    "stream",
+    "bufferLimit",
 )
+STREAM_MODES = ("auto", "always", "never")
+DEFAULT_BUFFER_LIMIT = 32 * 1024 * 1024
+_SIZE = re.compile(r"^(\d+)\s*([kmg]?)i?b?$", re.IGNORECASE)
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 _SESSION_NAME = re.compile(r"^[\w+=,.@-]{2,64}$")
 _EXTERNAL_ID = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
@@ -83,6 +91,9 @@ class Route:
     duration_seconds: int | None = None
     profile: str | None = None
     timeout: float | None = None
+    stream: str = "auto"
+    buffer_limit: int = DEFAULT_BUFFER_LIMIT
+    unsigned_payload: bool = False
     request_headers: HeaderPolicy = field(default_factory=request_policy)
     response_headers: HeaderPolicy = field(default_factory=response_policy)
 
@@ -186,6 +197,22 @@ def _timeout(value: object, where: str) -> float:
     return float(value)
 
 
+def _stream_mode(value: object, where: str) -> str:
+    if value not in STREAM_MODES:
+        raise ConfigError(f"{where}: key 'stream': expected one of {', '.join(STREAM_MODES)}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def parse_size(value: object, where: str, key: str = "bufferLimit") -> int:
+    """Bytes from an int or a string with a k/m/g suffix (binary: 1k = 1024)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    m = _SIZE.match(value.strip()) if isinstance(value, str) else None
+    if not m or int(m.group(1)) <= 0:
+        raise ConfigError(f"{where}: key {key!r}: expected a size like 32m, 1g or 65536, got {value!r}")
+    return int(m.group(1)) * 1024 ** " kmg".index((m.group(2) or " ").lower())
+
+
 def normalise_prefix(prefix: str, where: str) -> str:
     if any(c in prefix for c in "?#%\\") or any(c.isspace() for c in prefix):
         raise ConfigError(f"{where}: a route prefix may not contain '?', '#', '%', '\\' or spaces")
@@ -250,6 +277,18 @@ def parse_route(prefix: str, spec: object, globals_: dict, where: str) -> Route:
             raise ConfigError(f"{where}: key 'profile': expected a profile name")
         extra["profile"] = spec["profile"]
     timeout = spec.get("timeout", globals_.get("timeout"))
+    if "stream" in spec:
+        extra["stream"] = _stream_mode(spec["stream"], where)
+    elif "stream" in globals_:
+        extra["stream"] = globals_["stream"]
+    if "bufferLimit" in spec:
+        extra["buffer_limit"] = parse_size(spec["bufferLimit"], where)
+    elif "bufferLimit" in globals_:
+        extra["buffer_limit"] = globals_["bufferLimit"]
+    if "unsignedPayload" in spec:
+        if not isinstance(spec["unsignedPayload"], bool):
+            raise ConfigError(f"{where}: key 'unsignedPayload': expected true or false")
+        extra["unsigned_payload"] = spec["unsignedPayload"]
     request_extra = globals_.get("allowedRequestHeaders", ()) + _header_list(
         spec.get("allowedRequestHeaders", []), "allowedRequestHeaders", where
     )
@@ -294,6 +333,10 @@ def parse_config(document: object, source: str) -> Config:
             allow_unauthenticated = value
         elif key == "timeout":
             globals_["timeout"] = _timeout(value, where)
+        elif key == "stream":
+            globals_["stream"] = _stream_mode(value, where)
+        elif key == "bufferLimit":
+            globals_["bufferLimit"] = parse_size(value, where)
         else:
             globals_[key] = _header_list(value, key, where)
     routes: dict[str, Route] = {}

@@ -22,6 +22,7 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _CONTENT_SHA256_SERVICES = frozenset({"aoss"})
 # Ask botocore's S3 signer to hash the payload even over https with Content-MD5.
 _S3_SIGN_PAYLOAD = SimpleNamespace(s3={"payload_signing_enabled": True})
+_PAYLOAD_KEY = "proxysigv4_payload_hash"
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,13 @@ class SignedRequest:
 
     def header(self, name: str) -> str | None:
         return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+
+
+class _S3Auth(S3SigV4Auth):
+    """botocore's S3 signer, with a payload hash chosen by the caller when one is given."""
+
+    def payload(self, request: AWSRequest) -> str:
+        return request.context.get(_PAYLOAD_KEY) or super().payload(request)
 
 
 def sign_request(
@@ -44,17 +52,25 @@ def sign_request(
     service: str,
     region: str,
     is_s3: bool,
+    payload_hash: str | None = None,
 ) -> SignedRequest:
-    """Sign method + url + headers + body; `url` must hold the path and query exactly as sent."""
+    """Sign method + url + headers + body; `url` must hold the path and query exactly as sent.
+
+    `payload_hash` (e.g. UNSIGNED-PAYLOAD) replaces the body's SHA-256, for bodies that stream.
+    """
     request = AWSRequest(method=method, url=url, data=body)
     request.headers["Host"] = host_header
     for name, value in headers:
         request.headers[name] = value  # HTTPHeaders appends: repeated headers are kept
-    if service in _CONTENT_SHA256_SERVICES:
+    if payload_hash is not None:
+        request.context[_PAYLOAD_KEY] = payload_hash
+        if not is_s3:  # SigV4Auth takes the payload hash from this header when present
+            request.headers["X-Amz-Content-SHA256"] = payload_hash
+    elif service in _CONTENT_SHA256_SERVICES:
         request.headers["X-Amz-Content-SHA256"] = hashlib.sha256(body).hexdigest()
     if is_s3:
         request.context["client_config"] = _S3_SIGN_PAYLOAD
-        S3SigV4Auth(credentials, service, region).add_auth(request)
+        _S3Auth(credentials, service, region).add_auth(request)
     else:
         SigV4Auth(credentials, service, region).add_auth(request)
     authorization = request.headers["Authorization"]
@@ -66,22 +82,31 @@ def sign_upstream(
     upstream: Upstream,
     method: str,
     client_headers: list[tuple[str, str]],
-    body: bytes,
+    body: bytes | None,
     credentials: ReadOnlyCredentials,
+    *,
+    payload_hash: str | None = None,
+    content_length: int | None = None,
 ) -> SignedRequest:
-    """Filter the client's headers by the route's allowlist, frame the body, and sign."""
+    """Filter the client's headers by the route's allowlist, frame the body, and sign.
+
+    A streamed body (`body` None) is signed with `payload_hash` and the client's Content-Length.
+    """
     route = upstream.route
     headers = filter_request_headers(route.request_headers, client_headers)
-    if body or method.upper() in _BODY_METHODS:
-        headers.append(("content-length", str(len(body))))
+    if body is not None:
+        content_length = len(body)
+    if content_length or method.upper() in _BODY_METHODS:
+        headers.append(("content-length", str(content_length or 0)))
     return sign_request(
         method=method,
         url=upstream.url,
         host_header=route.target.host_header,
         headers=headers,
-        body=body,
+        body=body or b"",
         credentials=credentials,
         service=route.service,
         region=route.region,
         is_s3=route.is_s3,
+        payload_hash=payload_hash,
     )
