@@ -18,6 +18,7 @@ _AUTH = re.compile(
     r"(?P<service>[^/]+)/aws4_request, ?SignedHeaders=(?P<signed>[^,]+), ?Signature=(?P<sig>[0-9a-f]{64})$"
 )
 S3_SERVICES = {"s3", "s3-object-lambda"}
+UNSIGNED_MODES = {"UNSIGNED-PAYLOAD", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"}
 
 
 @dataclass
@@ -47,17 +48,15 @@ def crt_authorization(
 ) -> str:
     """awscrt's Authorization header for this request, signing the headers given (minus its own)."""
     is_s3 = service in S3_SERVICES
-    # Headers awscrt adds itself (the payload hash only when told to, for S3).
-    own = {"authorization", "x-amz-date", "x-amz-security-token"} | (
-        {"x-amz-content-sha256"} if is_s3 else set()
-    )
+    content_sha = _header(headers, "x-amz-content-sha256")
+    # Headers awscrt adds itself (x-amz-content-sha256 when told its value).
+    own = {"authorization", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256"}
     request = crt_http.HttpRequest(
         method=method,
         path=target,
         headers=crt_http.HttpHeaders([(k, v) for k, v in headers if k.lower() not in own]),
         body_stream=io.BytesIO(body),
     )
-    content_sha = _header(headers, "x-amz-content-sha256")
     config = crt_auth.AwsSigningConfig(
         algorithm=crt_auth.AwsSigningAlgorithm.V4,
         signature_type=crt_auth.AwsSignatureType.HTTP_REQUEST_HEADERS,
@@ -67,10 +66,10 @@ def crt_authorization(
         date=when,
         use_double_uri_encode=not is_s3,
         should_normalize_uri_path=not is_s3,
-        signed_body_value=content_sha if is_s3 else None,
+        signed_body_value=content_sha,
         signed_body_header_type=(
             crt_auth.AwsSignedBodyHeaderType.X_AMZ_CONTENT_SHA_256
-            if is_s3
+            if content_sha
             else crt_auth.AwsSignedBodyHeaderType.NONE
         ),
     )
@@ -111,8 +110,10 @@ def verify(
     signed_headers = [
         (k, v) for k, v in headers if k.lower() in signed or k.lower() == "x-amz-security-token"
     ]
-    if m["service"] in S3_SERVICES:
-        content_sha = _header(headers, "x-amz-content-sha256")
+    content_sha = _header(headers, "x-amz-content-sha256")
+    if m["service"] in S3_SERVICES and content_sha is None:
+        return Verdict(False, "S3 request without x-amz-content-sha256")
+    if content_sha is not None and content_sha not in UNSIGNED_MODES:
         if content_sha != hashlib.sha256(body).hexdigest():
             return Verdict(False, "x-amz-content-sha256 does not match the body received")
     expected = crt_authorization(

@@ -105,3 +105,31 @@ def test_checker_rejects_a_differently_encoded_s3_key():
     assert verify("GET", target, headers, data, secrets).ok
     assert not verify("GET", "/bucket/a%7Eb", headers, data, secrets).ok
     assert not verify("GET", target, headers, b"x", secrets).ok
+
+
+@pytest.mark.parametrize(
+    ("client_target", "mode"),
+    [
+        ("/s3/bucket/big key+1", "UNSIGNED-PAYLOAD"),
+        ("/s3/bucket/trailer", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"),
+        ("/api/lattice-like", "UNSIGNED-PAYLOAD"),
+    ],
+)
+def test_streamed_body_signatures_verify_with_awscrt(client_target, mode):
+    """A streamed body is signed before it is read: payload mode instead of hash, client's length."""
+    upstream = resolve(TABLE, client_target)
+    body = b"the body arrives later, any bytes \x00\xff"
+    signed = sign_upstream(
+        upstream,
+        "PUT",
+        [("Content-Length", str(len(body)))],
+        None,
+        CREDS,
+        payload_hash=mode,
+        content_length=len(body),
+    )
+    assert signed.header("x-amz-content-sha256") == mode
+    assert signed.header("content-length") == str(len(body))
+    target = upstream.path + (f"?{upstream.query}" if upstream.query else "")
+    verdict = verify("PUT", target, signed.headers, body, {CREDS.access_key: (CREDS.secret_key, None)})
+    assert verdict.ok, verdict

@@ -239,8 +239,10 @@ class ProxySigV4:
             payload_hash=plan.payload_hash,
             content_length=content_length(fields),
         )
-        # mitmproxy closes the client connection after the response only if the request says so.
+        # mitmproxy closes the client connection after the response only if the request says so,
+        # and answers `Expect: 100-continue` itself (then drops the header) if it is still there.
         close = http1.connection_close(request.http_version, request.headers)
+        expect = request.headers.get("expect")
         target = route.target
         request.scheme = target.scheme
         request.host = target.host
@@ -251,6 +253,8 @@ class ProxySigV4:
         request.headers = _headers(signed.headers)
         if close:
             request.headers["connection"] = "close"  # hop-by-hop: never signed, harmless upstream
+        if expect:
+            request.headers["expect"] = expect  # never signed; mitmproxy removes it before sending
         flow.metadata["proxysigv4"] = {
             "route": route.prefix,
             "client_path": pending.client_target,
