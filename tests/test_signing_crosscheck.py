@@ -110,7 +110,7 @@ def test_checker_rejects_a_differently_encoded_s3_key():
 @pytest.mark.parametrize(
     ("client_target", "mode"),
     [
-        ("/s3/bucket/big key+1", "UNSIGNED-PAYLOAD"),
+        ("/s3/bucket/big%20key+1", "UNSIGNED-PAYLOAD"),
         ("/s3/bucket/trailer", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"),
         ("/api/lattice-like", "UNSIGNED-PAYLOAD"),
     ],
