@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= proxysigv4.yaml
 PORT ?= 8080
 
-.PHONY: install test lint format run clean
+.PHONY: install test lint format run clean bench-streaming
 
 install: $(STAMP)
 
@@ -24,8 +24,8 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 lint: install
-	$(VENV)/bin/ruff check addon tests
-	$(VENV)/bin/ruff format --check addon tests
+	$(VENV)/bin/ruff check addon tests bench
+	$(VENV)/bin/ruff format --check addon tests bench
 
 format: install
 	$(VENV)/bin/ruff format addon tests
@@ -40,3 +40,6 @@ run: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+
+bench-streaming: install
+	$(PY) bench/streaming.py

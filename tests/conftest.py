@@ -81,11 +81,11 @@ class Moto:
         )
 
 
-@pytest.fixture(scope="session")
-def moto(tmp_path_factory) -> Iterator[Moto]:
+@contextlib.contextmanager
+def running_moto(log_dir: Path) -> Iterator[Moto]:
     """moto server with IAM authentication on: bad or missing signatures are rejected."""
     port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
+    log = open(log_dir / "moto.log", "wb")
     env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0")
     proc = subprocess.Popen(
         [str(BIN / "python"), "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
@@ -146,6 +146,29 @@ def moto(tmp_path_factory) -> Iterator[Moto]:
         log.close()
 
 
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory) -> Iterator[Moto]:
+    with running_moto(tmp_path_factory.mktemp("moto")) as m:
+        yield m
+
+
+def mitmdump_command(config: Path, port: int, *args: str) -> list[str]:
+    return [
+        str(BIN / "mitmdump"),
+        "-s",
+        str(ROOT / "addon" / "proxysigv4.py"),
+        "--mode",
+        "reverse:http://127.0.0.1:9",
+        "--listen-host",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "--set",
+        f"proxysigv4_config={config}",
+        *args,
+    ]
+
+
 @dataclass
 class Proxy:
     url: str
@@ -183,22 +206,7 @@ def start_proxy(tmp_path) -> Iterator[Callable[..., Proxy]]:
         config.write_text(yaml.safe_dump({"proxysigv4": routes}))
         port = free_port()
         log_path = tmp_path / f"mitmdump{len(procs)}.log"
-        cmd = [
-            str(BIN / "mitmdump"),
-            "-s",
-            str(ROOT / "addon" / "proxysigv4.py"),
-            "--mode",
-            "reverse:http://127.0.0.1:9",
-            "--listen-host",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "--set",
-            f"proxysigv4_config={config}",
-            "--set",
-            "termlog_verbosity=info",
-            *args,
-        ]
+        cmd = mitmdump_command(config, port, "--set", "termlog_verbosity=info", *args)
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
         procs.append(proc)
