@@ -20,9 +20,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from streams import BLOCK, StreamingUpstream, payload_digest, put_blocks, vm_hwm_kib, vm_rss_kib  # noqa: E402
-
 import conftest  # noqa: E402
+from streams import BLOCK, StreamingUpstream, payload_digest, put_blocks, vm_hwm_kib, vm_rss_kib  # noqa: E402
 
 
 def start_mitmdump(routes: dict, env: dict, workdir: Path):

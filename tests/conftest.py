@@ -174,6 +174,7 @@ class Proxy:
     url: str
     proc: subprocess.Popen
     log_path: Path
+    config: Path
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -206,11 +207,11 @@ def start_proxy(tmp_path) -> Iterator[Callable[..., Proxy]]:
         config.write_text(yaml.safe_dump({"proxysigv4": routes}))
         port = free_port()
         log_path = tmp_path / f"mitmdump{len(procs)}.log"
-        cmd = mitmdump_command(config, port, "--set", "termlog_verbosity=info", *args)
+        cmd = mitmdump_command(config, port, *args)
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
         procs.append(proc)
-        proxy = Proxy(f"http://127.0.0.1:{port}", proc, log_path)
+        proxy = Proxy(f"http://127.0.0.1:{port}", proc, log_path, config)
         if expect_exit:
             proc.wait(30)
             return proxy

@@ -32,6 +32,13 @@ def write_config(tmp_path, section, name="routes.yaml"):
     return str(path)
 
 
+def load(tctx, a, tmp_path, section, name="routes.yaml", **options):
+    """Configure the addon with a route table, listening on loopback as the README says."""
+    tctx.configure(
+        a, listen_host="127.0.0.1", proxysigv4_config=write_config(tmp_path, section, name), **options
+    )
+
+
 def run(coro):
     return asyncio.run(coro)
 
@@ -86,7 +93,7 @@ def test_allow_unauthenticated_true_does_not_crash(tmp_path):
 def test_eager_connection_strategy_is_switched_to_lazy(tmp_path):
     a = ProxySigV4()
     with taddons.context(proxyserver.Proxyserver(), a) as tctx:
-        tctx.configure(a, proxysigv4_config=write_config(tmp_path, {"/x": API}), connection_strategy="eager")
+        load(tctx, a, tmp_path, {"/x": API}, connection_strategy="eager")
         assert tctx.options.connection_strategy == "lazy"
 
 
@@ -94,7 +101,7 @@ def test_request_is_rewritten_filtered_and_signed(tmp_path):
     async def main():
         a = ProxySigV4()
         with taddons.context(a) as tctx:
-            tctx.configure(a, proxysigv4_config=write_config(tmp_path, {"/x": API + "/prod"}))
+            load(tctx, a, tmp_path, {"/x": API + "/prod"})
             f = client_flow(
                 "/x/items?b=1&a=2",
                 "POST",
@@ -133,7 +140,7 @@ def test_unmatched_request_gets_404_json_and_is_not_rewritten(tmp_path):
     async def main():
         a = ProxySigV4()
         with taddons.context(a) as tctx:
-            tctx.configure(a, proxysigv4_config=write_config(tmp_path, {"/x": API}))
+            load(tctx, a, tmp_path, {"/x": API})
             f = client_flow("/y")
             await a.request(f)
             assert f.response.status_code == 404
@@ -153,7 +160,7 @@ def test_internal_error_answers_500_and_never_forwards(tmp_path, monkeypatch):
     async def main():
         a = ProxySigV4()
         with taddons.context(a) as tctx:
-            tctx.configure(a, proxysigv4_config=write_config(tmp_path, {"/x": API}))
+            load(tctx, a, tmp_path, {"/x": API})
             f = client_flow("/x/a")
             await a.request(f)
             assert f.response.status_code == 500
@@ -171,7 +178,7 @@ def test_credential_failure_answers_503_naming_the_route(tmp_path, monkeypatch):
     async def main():
         a = ProxySigV4()
         with taddons.context(a) as tctx:
-            tctx.configure(a, proxysigv4_config=write_config(tmp_path, {"/x": API}))
+            load(tctx, a, tmp_path, {"/x": API})
             f = client_flow("/x/a")
             await a.request(f)
             assert f.response.status_code == 503
@@ -185,7 +192,7 @@ def test_request_streaming_is_turned_off_so_the_body_can_be_hashed(tmp_path):
     async def main():
         a = ProxySigV4()
         with taddons.context(a) as tctx:
-            tctx.configure(a, proxysigv4_config=write_config(tmp_path, {"/x": API}))
+            load(tctx, a, tmp_path, {"/x": API})
             f = client_flow("/x/a", "PUT", b"abc")
             f.request.stream = True  # as mitmproxy's stream_large_bodies would set it
             await a.requestheaders(f)
@@ -200,15 +207,15 @@ def test_config_reload_swaps_the_route_table_whole(tmp_path):
     async def main():
         a = ProxySigV4()
         with taddons.context(a) as tctx:
-            tctx.configure(a, proxysigv4_config=write_config(tmp_path, {"/old": API}, "a.yaml"))
+            load(tctx, a, tmp_path, {"/old": API}, "a.yaml")
             first = a.state
-            tctx.configure(a, proxysigv4_config=write_config(tmp_path, {"/new": API}, "b.yaml"))
+            load(tctx, a, tmp_path, {"/new": API}, "b.yaml")
             assert a.state is not first
             f = client_flow("/old/x")
             await a.request(f)
             assert f.response.status_code == 404
             with pytest.raises(exceptions.OptionsError):
-                tctx.configure(a, proxysigv4_config=write_config(tmp_path, {"/bad": "nope"}, "c.yaml"))
+                load(tctx, a, tmp_path, {"/bad": "nope"}, "c.yaml")
             f = client_flow("/new/x")
             await a.request(f)
             assert f.response is None  # the previous valid table stays in force
@@ -220,7 +227,7 @@ def test_response_headers_filtered_for_signed_flows_only(tmp_path):
     async def main():
         a = ProxySigV4()
         with taddons.context(a) as tctx:
-            tctx.configure(a, proxysigv4_config=write_config(tmp_path, {"/x": API}))
+            load(tctx, a, tmp_path, {"/x": API})
             f = client_flow("/x/a")
             await a.request(f)
             f.response = tutils.tresp(
@@ -240,7 +247,7 @@ def test_replay_is_signed_afresh_without_rewriting_twice(tmp_path):
         a = ProxySigV4()
         with taddons.context(a) as tctx:
             # The target path equals the route prefix: a second rewrite would give /api/api/x.
-            tctx.configure(a, proxysigv4_config=write_config(tmp_path, {"/api": API + "/api?stage=1"}))
+            load(tctx, a, tmp_path, {"/api": API + "/api?stage=1"})
             f = client_flow("/api/x?q=1")
             await a.request(f)
             assert f.request.path == "/api/x?stage=1&q=1"
@@ -284,5 +291,57 @@ def test_replay_is_signed_afresh_without_rewriting_twice(tmp_path):
             outside.request.path = "/elsewhere"
             await a.request(outside)
             assert outside.response.status_code == 400
+
+    run(main())
+
+
+TOKEN = "correct-horse-battery-staple-42"
+
+
+def test_listening_beyond_loopback_without_auth_refuses_to_start(tmp_path):
+    a = ProxySigV4()
+    with taddons.context(a) as tctx:
+        path = write_config(tmp_path, {"/x": API})
+        with pytest.raises(
+            exceptions.OptionsError, match=r"listens on 0.0.0.0 \(all interfaces\).*--listen-host 127.0.0.1"
+        ):
+            tctx.configure(a, listen_host="", proxysigv4_config=path)
+        with pytest.raises(exceptions.OptionsError, match="listens on 192.168.1.5"):
+            tctx.configure(a, listen_host="192.168.1.5", proxysigv4_config=path)
+        tctx.configure(a, listen_host="::1", proxysigv4_config=path)  # loopback: allowed
+        explicit = write_config(tmp_path, {"allowUnauthenticatedRequests": True, "/x": API}, "explicit.yaml")
+        tctx.configure(a, listen_host="", proxysigv4_config=explicit)
+        assert a.state.bearer is None
+        with_tokens = write_config(tmp_path, {"bearerTokens": [TOKEN], "/x": API}, "tokens.yaml")
+        tctx.configure(a, listen_host="0.0.0.0", proxysigv4_config=with_tokens)
+        assert a.state.bearer is not None
+
+
+@pytest.mark.parametrize(
+    "token_entry", [TOKEN, "sha256:" + __import__("hashlib").sha256(TOKEN.encode()).hexdigest()]
+)
+def test_bearer_tokens_are_required_and_never_forwarded(tmp_path, token_entry):
+    async def main():
+        a = ProxySigV4()
+        with taddons.context(a) as tctx:
+            load(
+                tctx,
+                a,
+                tmp_path,
+                {"allowUnauthenticatedRequests": False, "bearerTokens": [token_entry], "/x": API},
+            )
+            for auth in (None, b"Bearer wrong-token-wrong-token", b"Basic dXNlcjpwYXNz", TOKEN.encode()):
+                headers = ((b"authorization", auth),) if auth else ()
+                f = client_flow("/x/a", headers=headers)
+                await a.requestheaders(f)
+                assert f.response.status_code == 401, auth
+                assert f.response.headers["www-authenticate"] == 'Bearer realm="proxysigv4"'
+                assert f.request.host == "127.0.0.1"
+            f = client_flow("/x/a", headers=((b"authorization", b"Bearer " + TOKEN.encode()),))
+            await a.requestheaders(f)
+            await a.request(f)
+            assert f.response is None
+            assert TOKEN not in str(f.request.headers)
+            assert f.request.headers["authorization"].startswith("AWS4-HMAC-SHA256")
 
     run(main())

@@ -214,6 +214,18 @@ ERRORS = [
     ),
     ({"allowUnauthenticatedRequests": True}, "defines no routes"),
     (
+        {"bearerTokens": "tok", "/a": "https://sts.amazonaws.com"},
+        "proxysigv4.bearerTokens: expected a list of tokens",
+    ),
+    (
+        {"bearerTokens": ["short"], "/a": "https://sts.amazonaws.com"},
+        "proxysigv4.bearerTokens[0]: a bearer token must be at least 16",
+    ),
+    (
+        {"bearerTokens": ["sha256:12"], "/a": "https://sts.amazonaws.com"},
+        "bearerTokens[0]: a hashed token is sha256: followed by 64 hex",
+    ),
+    (
         {"/a": "https://${NOT_SET_ANYWHERE}/x"},
         "route '/a': environment variable NOT_SET_ANYWHERE is not set",
     ),

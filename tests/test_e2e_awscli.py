@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from streams import BLOCK, block
 
 from conftest import REGION, aws_env
+from streams import BLOCK, block
 
 pytestmark = pytest.mark.e2e
 AWS = str(Path(sys.executable).parent / "aws")

@@ -10,11 +10,11 @@ import zlib
 
 import pytest
 import requests
-from streams import BLOCK, GIB, StreamingUpstream, payload_digest, put_blocks, vm_hwm_kib, vm_rss_kib
 from test_e2e_proxy import KEY, SECRET, proxy_env
 
 from conftest import REGION, Upstream, aws_env
 from sigv4_verify import verify
+from streams import BLOCK, GIB, StreamingUpstream, payload_digest, put_blocks, vm_hwm_kib, vm_rss_kib
 
 pytestmark = pytest.mark.e2e
 

@@ -6,25 +6,34 @@ Per request: resolve route (routing) -> credentials -> filter headers (headers) 
 
 import asyncio
 import contextlib
+import datetime
 import logging
+import os
 import time
 from dataclasses import dataclass
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.net.http import http1
+from mitmproxy.proxy.mode_specs import ProxyMode
 
 from . import errors
 from .config import Config, ConfigError, Route, load_config
 from .credentials import CredentialError, CredentialStore
-from .headers import filter_response_headers
+from .diagnosis import DIAGNOSIS_HEADER, diagnose_skew
+from .headers import check_request_headers, filter_response_headers
+from .inbound import BearerTokens, InboundError, require_auth
 from .routing import RequestRejected, RouteTable, Upstream, resolve, resolve_replay
-from .signing import sign_upstream
+from .signing import redact, sign_upstream
 from .streaming import RequestPlan, body_too_large, content_length, plan_request, streams_response
 
 log = logging.getLogger("proxysigv4")
 OPTION = "proxysigv4_config"
 # Built-in addons that run after scripts and would change a request after it was signed.
 _POST_SIGNING_MODIFIERS = frozenset({"map_remote", "modify_headers", "modify_body"})
+# Options that decide whether inbound authentication is required.
+_AUTH_OPTIONS = frozenset({"proxyauth", "listen_host", "mode"})
+RELOAD_INTERVAL = 1.0
+_SECRET_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "awscrt")
 
 
 @dataclass
@@ -58,6 +67,7 @@ class _State:
 
     config: Config
     table: RouteTable
+    bearer: BearerTokens | None  # tokens every request must present, or None
 
 
 def _mask(access_key_id: str | None) -> str | None:
@@ -72,6 +82,8 @@ class ProxySigV4:
         self.credentials = CredentialStore()
         self._in_flight: dict[str, _InFlight] = {}
         self._pending: dict[str, _Pending] = {}
+        self._watcher: asyncio.Task | None = None
+        self._config_mark: tuple[int, int] | None = None  # (mtime, size) of the file last read
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -84,31 +96,25 @@ class ProxySigV4:
             """,
         )
         errors.install_json_error_pages()
+        # botocore logs canonical requests, signatures, credentials headers and STS response bodies
+        # (secret keys) at DEBUG: keep those loggers at INFO whatever mitmproxy's verbosity.
+        for name in _SECRET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.INFO)
 
     # ---- configuration -------------------------------------------------------------------
     def configure(self, updated: set[str]) -> None:
         if OPTION in updated:
             try:
+                self._config_mark = _file_mark(ctx.options.proxysigv4_config)
                 config = load_config(ctx.options.proxysigv4_config)
-            except ConfigError as e:
+                self._apply(config)
+            except (ConfigError, InboundError) as e:
                 raise exceptions.OptionsError(f"proxysigv4: {e}") from e
-            self.state = _State(config, RouteTable(config.routes))
-            self.credentials.retain(config.routes)
-            log.info(
-                "proxysigv4: %d routes from %s: %s",
-                len(config.routes),
-                config.source,
-                ", ".join(f"{r.prefix} -> {r.target.url} ({r.service}/{r.region})" for r in config.routes),
-            )
-            self._prefetch_credentials()
-        if {OPTION, "proxyauth"} & updated and self.state is not None:
-            auth_configured = "proxyauth" in ctx.options and ctx.options.proxyauth
-            if self.state.config.allow_unauthenticated_requests is False and not auth_configured:
-                raise exceptions.OptionsError(
-                    f"proxysigv4: {self.state.config.source}: allowUnauthenticatedRequests is false "
-                    "but no inbound authentication is configured; start with --set proxyauth=user:pass "
-                    "(or an htpasswd file), or set allowUnauthenticatedRequests: true"
-                )
+        elif _AUTH_OPTIONS & updated and self.state is not None:
+            try:
+                self._apply(self.state.config)
+            except InboundError as e:
+                raise exceptions.OptionsError(f"proxysigv4: {e}") from e
         if "connection_strategy" in updated and ctx.options.connection_strategy == "eager":
             # Eager mode connects to the --mode target before we reroute; each route has its own.
             ctx.options.connection_strategy = "lazy"
@@ -120,8 +126,64 @@ class ProxySigV4:
                     name,
                 )
 
+    def _apply(self, config: Config) -> None:
+        """Check the inbound-auth rule against the listen addresses, then swap in the new table."""
+        options = ctx.options
+        has_proxyauth = "proxyauth" in options and bool(options.proxyauth)
+        # Without mitmproxy's proxyserver (embedded use) nothing listens.
+        modes = options.mode if "mode" in options else []
+        hosts = [ProxyMode.parse(m).listen_host(options.listen_host) for m in modes]
+        required = require_auth(
+            config.allow_unauthenticated_requests,
+            hosts,
+            has_proxyauth,
+            bool(config.bearer_tokens.digests),
+            config.source,
+        )
+        # With proxyauth set, mitmproxy itself demands it (Basic) before this addon runs.
+        bearer = config.bearer_tokens if required and not has_proxyauth else None
+        self.state = _State(config, RouteTable(config.routes), bearer)
+        self.credentials.retain(config.routes)
+        log.info(
+            "proxysigv4: %d routes from %s%s: %s",
+            len(config.routes),
+            config.source,
+            "" if required else " (no inbound authentication)",
+            ", ".join(f"{r.prefix} -> {r.target.url} ({r.service}/{r.region})" for r in config.routes),
+        )
+        self._prefetch_credentials()
+
     def running(self) -> None:
         self._prefetch_credentials()
+        if self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_config())
+
+    async def _watch_config(self) -> None:
+        """Reload the route table when the file changes; a broken edit keeps the last good table."""
+        while True:
+            await asyncio.sleep(RELOAD_INTERVAL)
+            state = self.state
+            if state is None:
+                continue
+            mark = _file_mark(state.config.source)
+            if mark == self._config_mark:
+                continue
+            self._config_mark = mark
+            try:
+                config = await asyncio.to_thread(load_config, state.config.source)
+                if self.state is state:  # not replaced meanwhile by a `configure`
+                    self._apply(config)
+                    log.info("proxysigv4: reloaded %s", state.config.source)
+            except (ConfigError, InboundError) as e:
+                log.error(
+                    "proxysigv4: %s changed but cannot be used, keeping the previous routes: %s",
+                    state.config.source,
+                    e,
+                )
+            except Exception:
+                log.exception(
+                    "proxysigv4: reloading %s failed, keeping the previous routes", state.config.source
+                )
 
     def _prefetch_credentials(self) -> None:
         if self.state is None:
@@ -140,8 +202,10 @@ class ProxySigV4:
             return
         pending = _Pending(self._client_target(flow), time.monotonic())
         async with self._answer_errors(flow, pending):
-            pending.upstream = self._upstream(flow)
             fields = _fields(flow.request.headers)
+            check_request_headers(fields)
+            self._authenticate(flow)
+            pending.upstream = self._upstream(flow)
             pending.plan = plan_request(pending.upstream.route, fields)
             if pending.plan.stream:
                 credentials, key_id = await self._credentials(pending.upstream.route)
@@ -164,6 +228,8 @@ class ProxySigV4:
                 flow.kill()
                 return
             if pending.upstream is None:
+                check_request_headers(_fields(flow.request.headers))
+                self._authenticate(flow)
                 pending.upstream = self._upstream(flow)
                 pending.plan = plan_request(pending.upstream.route, _fields(flow.request.headers))
             body = flow.request.raw_content or b""
@@ -191,6 +257,7 @@ class ProxySigV4:
             return
         except RequestRejected as e:
             flow.response = errors.error_response(e.status, e.error, e.message)
+            flow.response.headers.update(e.headers)
             flow.metadata["proxysigv4"] = {"rejected": e.error, "client_path": pending.client_target}
         except CredentialError as e:
             prefix = pending.route_prefix
@@ -207,6 +274,18 @@ class ProxySigV4:
             )
         route = pending.upstream.route if pending.upstream else None
         self._log(flow, pending.client_target, "-", route, pending.started)
+
+    def _authenticate(self, flow: http.HTTPFlow) -> None:
+        state = self.state
+        if state is None or state.bearer is None or flow.is_replay == "request":
+            return  # replays come from the operator's own mitmweb/console session
+        if not state.bearer.accepts(flow.request.headers.get("authorization")):
+            raise RequestRejected(
+                401,
+                "unauthorized",
+                "this proxy requires Authorization: Bearer <token> (one of proxysigv4.bearerTokens)",
+                {"www-authenticate": 'Bearer realm="proxysigv4"'},
+            )
 
     def _upstream(self, flow: http.HTTPFlow) -> Upstream:
         if self.state is None:
@@ -287,6 +366,11 @@ class ProxySigV4:
             flow.response.stream = stream
 
     def response(self, flow: http.HTTPFlow) -> None:
+        if flow.id in self._in_flight and flow.response is not None and not flow.response.stream:
+            skew = diagnose_skew(flow.response.status_code, flow.response.content or b"", _now())
+            if skew:
+                flow.response.headers[DIAGNOSIS_HEADER] = skew
+                log.warning("proxysigv4: %s %s: %s", flow.request.method, flow.request.pretty_url, skew)
         self._finish(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
@@ -297,6 +381,8 @@ class ProxySigV4:
         in_flight = self._in_flight.pop(flow.id, None)
         if in_flight is None:
             return
+        # The request has left: keep no usable signature or session token in the flow.
+        flow.request.headers = _headers(redact(_fields(flow.request.headers)))
         if in_flight.timer is not None:
             in_flight.timer.cancel()
         self._log(flow, in_flight.client_target, in_flight.target_url, in_flight.route, in_flight.started)
@@ -333,6 +419,18 @@ class ProxySigV4:
             route.prefix if route else "-",
             f"{route.service}/{route.region}" if route else "-",
         )
+
+
+def _file_mark(path: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
 
 
 def _fields(headers: http.Headers) -> list[tuple[str, str]]:

@@ -14,6 +14,7 @@ from urllib.parse import SplitResult, urlsplit
 import yaml
 
 from .headers import HeaderPolicy, request_policy, response_policy
+from .inbound import BearerTokens, InboundError, parse_token
 from .inference import infer_service_region, is_s3
 
 DEFAULT_ROLE_SESSION_NAME = "proxysigv4"
@@ -35,6 +36,7 @@ ROUTE_KEYS = (
 )
 GLOBAL_KEYS = (
     "allowUnauthenticatedRequests",
+    "bearerTokens",
     "allowedRequestHeaders",
     "allowedResponseHeaders",
     "timeout",
@@ -113,6 +115,7 @@ class Config:
     source: str
     routes: tuple[Route, ...]
     allow_unauthenticated_requests: bool | None = None
+    bearer_tokens: BearerTokens = BearerTokens(())
 
 
 def substitute_env(value: str, where: str, environ: dict[str, str] | None = None) -> str:
@@ -317,6 +320,7 @@ def parse_config(document: object, source: str) -> Config:
         raise ConfigError(f"{source}: 'proxysigv4:' must be a mapping of routes and settings")
     globals_: dict = {}
     allow_unauthenticated = None
+    bearer = BearerTokens(())
     for key, value in section.items():
         key = str(key)
         if key.startswith("/"):
@@ -333,6 +337,13 @@ def parse_config(document: object, source: str) -> Config:
             allow_unauthenticated = value
         elif key == "timeout":
             globals_["timeout"] = _timeout(value, where)
+        elif key == "bearerTokens":
+            if not isinstance(value, list) or not value:
+                raise ConfigError(f"{where}: expected a list of tokens (e.g. ['${{PROXY_TOKEN}}'])")
+            try:
+                bearer = BearerTokens(tuple(parse_token(v, f"{where}[{i}]") for i, v in enumerate(value)))
+            except InboundError as e:
+                raise ConfigError(str(e)) from e
         elif key == "stream":
             globals_["stream"] = _stream_mode(value, where)
         elif key == "bufferLimit":
@@ -353,7 +364,7 @@ def parse_config(document: object, source: str) -> Config:
         routes[prefix] = parse_route(prefix, _expand(spec, where), globals_, where)
     if not routes:
         raise ConfigError(f"{source}: 'proxysigv4:' defines no routes (keys starting with '/')")
-    return Config(source, tuple(routes.values()), allow_unauthenticated)
+    return Config(source, tuple(routes.values()), allow_unauthenticated, bearer)
 
 
 def load_config(path: str) -> Config:

@@ -71,7 +71,7 @@ def _load(spec: CredentialSpec) -> Credentials:
         session = botocore.session.Session(profile=spec.profile)
         base = session.get_credentials()
     if base is None:
-        raise CredentialError(f"no AWS credentials found ({spec.describe()})")
+        raise CredentialError("no AWS credentials found")
     if not spec.role_arn:
         return base
     extra_args: dict = {"RoleSessionName": spec.role_session_name}
@@ -120,7 +120,7 @@ class CredentialProvider:
             self._credentials = _load(self.spec)
         frozen = self._credentials.get_frozen_credentials()
         if not frozen.access_key or not frozen.secret_key:
-            raise CredentialError(f"empty AWS credentials ({self.spec.describe()})")
+            raise CredentialError("empty AWS credentials")
         expiry = getattr(self._credentials, "_expiry_time", None)
         self._expiry = expiry.timestamp() if expiry is not None else float("inf")
         self._frozen = frozen
@@ -139,7 +139,7 @@ class CredentialProvider:
                 self.last_error = _describe_error(e)
                 self._failed_at = time.monotonic()
                 self._credentials = None  # rebuild from the chain next time (env fixed, SSO login)
-                log.warning("proxysigv4: credentials failed: %s", self.last_error)
+                log.warning("proxysigv4: credentials (%s) failed: %s", self.spec.describe(), self.last_error)
 
     def _usable(self, margin: float) -> bool:
         return self._frozen is not None and time.time() < self._expiry - margin
@@ -156,10 +156,10 @@ class CredentialProvider:
             self.start_background_refresh()
             return self._frozen  # type: ignore[return-value]
         if self.last_error and time.monotonic() - self._failed_at < RETRY_AFTER_FAILURE:
-            raise CredentialError(self.last_error)
+            raise CredentialError(f"{self.spec.describe()}: {self.last_error}")
         await self._refresh()
         if not self._usable(0):
-            raise CredentialError(self.last_error or "credentials expired")
+            raise CredentialError(f"{self.spec.describe()}: {self.last_error or 'credentials expired'}")
         return self._frozen  # type: ignore[return-value]
 
     def reset(self) -> None:

@@ -5,6 +5,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .rejection import RequestRejected
+
+# Request headers larger than this in total are refused (AWS's own limits are lower still).
+MAX_HEADER_BYTES = 64 * 1024
+_FORBIDDEN_IN_HEADERS = re.compile(r"[\r\n\x00]")
+
 # The seed plugin's nine, plus conditional/range requests, content coding and AWS data headers.
 DEFAULT_REQUEST_HEADERS = (
     "accept",
@@ -147,3 +153,20 @@ def filter_response_headers(policy: HeaderPolicy, fields: list[tuple[str, str]])
         for k, v in fields
         if k.lower() == "transfer-encoding" or (k.lower() not in hop and policy.allows(k))
     ]
+
+
+def check_request_headers(fields: list[tuple[str, str]]) -> None:
+    """Refuse what a lenient parser let through: CR/LF/NUL in names or values, oversized header
+    sections, and transfer codings other than chunked (which mitmproxy would not decode)."""
+    size = 0
+    for name, value in fields:
+        if _FORBIDDEN_IN_HEADERS.search(name) or _FORBIDDEN_IN_HEADERS.search(value):
+            raise RequestRejected(400, "invalid_header", f"CR, LF or NUL in header {name[:64]!r}")
+        size += len(name) + len(value) + 4
+    if size > MAX_HEADER_BYTES:
+        raise RequestRejected(431, "headers_too_large", f"request headers exceed {MAX_HEADER_BYTES} bytes")
+    codings = [c.strip().lower() for n, v in fields if n.lower() == "transfer-encoding" for c in v.split(",")]
+    if any(c != "chunked" for c in codings if c):
+        raise RequestRejected(
+            501, "unsupported_transfer_encoding", "only Transfer-Encoding: chunked is supported"
+        )

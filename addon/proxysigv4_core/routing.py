@@ -5,28 +5,23 @@ plus the remainder after the route prefix, with no implicit trailing slash.
 """
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from urllib.parse import quote, quote_from_bytes, unquote, unquote_to_bytes
 
 from .config import Route
+from .rejection import RequestRejected
+
+__all__ = ["RequestRejected", "RouteTable", "Upstream", "resolve", "resolve_replay"]
 
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
-# Look-alikes of '/' and '\' that a Unicode-normalising hop could turn into separators.
-_SLASH_LOOKALIKES = ("\uff0f", "\uff3c", "\u2215", "\u2216", "\u29f5", "\u29f8")
 # RFC 3986 pchar plus '%', kept as they are in a non-S3 path (sent as received).
 _PCHAR_SAFE = "!$&'()*+,;=:@%-._~"
 _DECODE_ROUNDS = 3
-
-
-class RequestRejected(Exception):
-    """The proxy answers this request itself; it is never forwarded."""
-
-    def __init__(self, status: int, error: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error = error
-        self.message = message
+# Slash look-alikes that NFKC leaves alone but confusable-folding hops may not.
+_SLASH_LOOKALIKES = ("\u2215", "\u2044", "\u2216", "\u29f5", "\u29f8", "\u29f9", "\ufe68")
+_SLASHES = re.compile(r"/{2,}")
 
 
 @dataclass(frozen=True)
@@ -68,10 +63,21 @@ def check_path(raw_path: str) -> None:
     for form in _decoded_forms(raw_path):
         if _CONTROL.search(form.replace(" ", "")) or "\\" in form or "\ufffd" in form:
             raise RequestRejected(400, "invalid_path", "encoded control character or '\\' in path")
-        if any(c in form for c in _SLASH_LOOKALIKES):
-            raise RequestRejected(400, "invalid_path", "slash look-alike character in path")
         if any(seg in (".", "..") for seg in form.split("/")):
             raise RequestRejected(400, "path_traversal", "'.' or '..' segment in path")
+        # Look-alikes (fullwidth '／', '．', '＼', ...) that a Unicode-normalising hop would turn
+        # into separators or dot segments.
+        folded = unicodedata.normalize("NFKC", form)
+        if (
+            any(c in form for c in _SLASH_LOOKALIKES)
+            or folded != form
+            and (
+                folded.count("/") != form.count("/")
+                or "\\" in folded
+                or any(seg in (".", "..") for seg in folded.split("/"))
+            )
+        ):
+            raise RequestRejected(400, "invalid_path", "separator or dot look-alike character in path")
 
 
 def _segments(path: str) -> list[str]:
@@ -105,6 +111,12 @@ def canonical_s3_path(raw_path: str) -> str:
     return quote_from_bytes(unquote_to_bytes(raw_path), safe="/~")
 
 
+def wire_path(path: str) -> str:
+    """A non-S3 path as sent: the client's escapes kept, stray characters escaped, and runs of
+    '/' collapsed (AWS ignores empty segments when it signs, and `//host` then means nothing)."""
+    return _SLASHES.sub("/", quote(path, safe="/" + _PCHAR_SAFE))
+
+
 def join_path(target_path: str, remainder: list[str]) -> str:
     """Target path + '/' + remainder, with exactly one '/' and no implicit trailing slash."""
     if not remainder:
@@ -134,7 +146,7 @@ def rewrite(route: Route, remainder: list[str], raw_query: str) -> Upstream:
     if route.is_s3:
         path = canonical_s3_path(join_path(target.path, remainder))
     else:
-        path = quote(join_path(target.path, remainder), safe="/" + _PCHAR_SAFE)
+        path = wire_path(join_path(target.path, remainder))
     query = "&".join(q for q in (canonical_query(target.query), canonical_query(raw_query)) if q)
     return Upstream(route, path, query)
 
@@ -169,8 +181,5 @@ def resolve_replay(route: Route, scheme: str, host: str, port: int, raw_target: 
         raise RequestRejected(
             400, "path_traversal", f"replayed path {raw_path!r} is outside the target path {t.path or '/'!r}"
         )
-    if route.is_s3:
-        path = canonical_s3_path(raw_path)
-    else:
-        path = quote(raw_path, safe="/" + _PCHAR_SAFE)
+    path = canonical_s3_path(raw_path) if route.is_s3 else wire_path(raw_path)
     return Upstream(route, path, canonical_query(raw_query))

@@ -6,6 +6,7 @@ send; nothing else may be added afterwards (it would not be signed).
 """
 
 import hashlib
+import re
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -23,6 +24,25 @@ _CONTENT_SHA256_SERVICES = frozenset({"aoss"})
 # Ask botocore's S3 signer to hash the payload even over https with Content-MD5.
 _S3_SIGN_PAYLOAD = SimpleNamespace(s3={"payload_signing_enabled": True})
 _PAYLOAD_KEY = "proxysigv4_payload_hash"
+
+
+_SIGNATURE = re.compile(r"Signature=[0-9a-f]+")
+_CREDENTIAL = re.compile(r"Credential=([A-Z0-9]{4})[A-Z0-9]*([A-Z0-9]{4})/")
+REDACTED = "<redacted>"
+
+
+def redact(fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The signed headers with the signature, the session token and most of the key id hidden,
+    for what stays on record (saved flows, mitmweb, dump output) after the request has left."""
+    out = []
+    for name, value in fields:
+        lname = name.lower()
+        if lname == "authorization":
+            value = _CREDENTIAL.sub(r"Credential=\1…\2/", _SIGNATURE.sub(f"Signature={REDACTED}", value))
+        elif lname == "x-amz-security-token":
+            value = REDACTED
+        out.append((name, value))
+    return out
 
 
 @dataclass(frozen=True)

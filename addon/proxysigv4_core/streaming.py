@@ -4,7 +4,7 @@ that arrive over time (event streams) or are large. Pure functions of headers an
 from dataclasses import dataclass
 
 from .config import Route
-from .routing import RequestRejected
+from .rejection import RequestRejected
 
 # `auto` streams responses longer than this (bytes); smaller ones are buffered for mitmweb.
 STREAM_THRESHOLD = 1024 * 1024

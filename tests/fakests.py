@@ -1,0 +1,72 @@
+"""A local STS stand-in for fault tests: AssumeRole answers that can be slow, denied, or
+short-lived, each call issuing fresh credentials; and an upstream that verifies requests
+signed with any credentials it issued (and are not yet expired)."""
+
+import threading
+import time
+
+from conftest import Upstream
+from sigv4_verify import verify
+
+
+class FakeSTS:
+    def __init__(self, delay: float = 0.0, deny: bool = False, lifetime: float = 3600.0):
+        self.delay, self.deny, self.lifetime = delay, deny, lifetime
+        self.issued: dict[str, tuple[str, str, float]] = {}  # key -> (secret, token, expiry)
+        self.issued_at: dict[str, float] = {}
+        self.accept_for: float | None = None  # the verifier's own, shorter validity
+        self._lock = threading.Lock()
+        self.upstream = Upstream(self._answer)
+
+    @property
+    def url(self) -> str:
+        return self.upstream.url
+
+    @property
+    def calls(self) -> int:
+        return len(self.upstream.received)
+
+    def __enter__(self):
+        self.upstream.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.upstream.__exit__(*exc)
+
+    def _answer(self, received):
+        time.sleep(self.delay)
+        if self.deny:
+            body = (
+                b"<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code>"
+                b"<Message>User is not authorized to perform: sts:AssumeRole</Message></Error>"
+                b"<RequestId>1</RequestId></ErrorResponse>"
+            )
+            return 403, [("content-type", "text/xml")], body
+        with self._lock:
+            n = len(self.issued) + 1
+            key, secret, token = f"ASIAFAKESTS{n:05d}", f"fake/secret/{n}", f"fake-session-token-{n}"
+            expiry = time.time() + self.lifetime
+            self.issued[key] = (secret, token, expiry)
+            self.issued_at[key] = time.time()
+        expiration = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expiry))
+        body = f"""<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult>
+<Credentials><AccessKeyId>{key}</AccessKeyId><SecretAccessKey>{secret}</SecretAccessKey>
+<SessionToken>{token}</SessionToken><Expiration>{expiration}</Expiration></Credentials>
+<AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/r/proxysigv4</Arn>
+<AssumedRoleId>AROA1:proxysigv4</AssumedRoleId></AssumedRoleUser>
+</AssumeRoleResult><ResponseMetadata><RequestId>1</RequestId></ResponseMetadata></AssumeRoleResponse>"""
+        return 200, [("content-type", "text/xml")], body.encode()
+
+    def verifier(self, static: dict[str, tuple[str, None]] | None = None) -> Upstream:
+        """An upstream accepting signatures by static keys or by issued, unexpired credentials."""
+
+        def answer(received):
+            now = time.time()
+            secrets = dict(static or {})
+            for k, (s, t, exp) in self.issued.items():
+                if exp > now and (self.accept_for is None or now < self.issued_at[k] + self.accept_for):
+                    secrets[k] = (s, t)
+            verdict = verify(received.method, received.target, received.headers, received.body, secrets)
+            return (200 if verdict.ok else 403), [("content-type", "text/plain")], verdict.reason.encode()
+
+        return Upstream(answer)
