@@ -12,6 +12,10 @@ from sigv4_verify import verify
 class FakeSTS:
     def __init__(self, delay: float = 0.0, deny: bool = False, lifetime: float = 3600.0):
         self.delay, self.deny, self.lifetime = delay, deny, lifetime
+        self.deny_code, self.deny_message = (
+            "AccessDenied",
+            "User is not authorized to perform: sts:AssumeRole",
+        )
         self.issued: dict[str, tuple[str, str, float]] = {}  # key -> (secret, token, expiry)
         self.issued_at: dict[str, float] = {}
         self.accept_for: float | None = None  # the verifier's own, shorter validity
@@ -37,11 +41,10 @@ class FakeSTS:
         time.sleep(self.delay)
         if self.deny:
             body = (
-                b"<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code>"
-                b"<Message>User is not authorized to perform: sts:AssumeRole</Message></Error>"
-                b"<RequestId>1</RequestId></ErrorResponse>"
+                f"<ErrorResponse><Error><Type>Sender</Type><Code>{self.deny_code}</Code>"
+                f"<Message>{self.deny_message}</Message></Error><RequestId>1</RequestId></ErrorResponse>"
             )
-            return 403, [("content-type", "text/xml")], body
+            return 403, [("content-type", "text/xml")], body.encode()
         with self._lock:
             n = len(self.issued) + 1
             key, secret, token = f"ASIAFAKESTS{n:05d}", f"fake/secret/{n}", f"fake-session-token-{n}"

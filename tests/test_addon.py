@@ -2,9 +2,12 @@
 errors, fail-closed answers, rewriting and signing of a flow."""
 
 import asyncio
+import urllib.parse
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from mitmproxy import exceptions
 from mitmproxy.addons import proxyauth, proxyserver
 from mitmproxy.test import taddons, tflow, tutils
@@ -24,6 +27,10 @@ def static_credentials(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    # mitmproxy re-applies the previous (default) option value after a failed configure: give the
+    # default ./proxysigv4.yaml a valid, explicit table so each test sees its own error.
+    monkeypatch.chdir(tmp_path)
+    write_config(tmp_path, {"allowUnauthenticatedRequests": True, "/default": API}, "proxysigv4.yaml")
 
 
 def write_config(tmp_path, section, name="routes.yaml"):
@@ -345,3 +352,84 @@ def test_bearer_tokens_are_required_and_never_forwarded(tmp_path, token_entry):
             assert f.request.headers["authorization"].startswith("AWS4-HMAC-SHA256")
 
     run(main())
+
+
+TARGET_PIECES = [
+    "api",
+    "v2",
+    "..",
+    ".",
+    "%2e",
+    "%2E%2e",
+    "%252e",
+    "",
+    "a",
+    "%2F",
+    "%5c",
+    "\\\\",
+    "@evil",
+    "evil.com",
+    "%40",
+    ":",
+    "%3A",
+    "?",
+    "#",
+    "%00",
+    "%0a",
+    "~",
+    "x%20y",
+    "%ef%bc%8f",
+    "%c0%ae",
+    "http:",
+    "//",
+    "%EF%BC%8E",
+]
+
+
+@pytest.fixture(scope="module")
+def shared_addon(tmp_path_factory):
+    """One addon and event loop for all property examples (a context per example would leave
+    mitmproxy log handlers pointing at closed loops)."""
+    tmp_path = tmp_path_factory.mktemp("prop")
+    a = ProxySigV4()
+    context = taddons.context(a)
+    tctx = context.__enter__()
+    v2 = {"target": "https://v2.example.com/base", "service": "execute-api", "region": "eu-west-1"}
+    load(tctx, a, tmp_path, {"/api": API + "/prod", "/api/v2": v2, "/api/v2/x": v2})
+    yield a, tctx.master.event_loop
+    context.__exit__(None, None, None)
+
+
+# The credentials in the environment (a function-scoped autouse fixture) are the same for every example.
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(st.sampled_from(TARGET_PIECES), min_size=1, max_size=8),
+    st.text(alphabet="ab=&%+?/.#", max_size=10),
+)
+def test_property_the_forwarded_flow_never_leaves_its_route(shared_addon, segments, query):
+    """Through the addon's hooks: a request either gets the proxy's own 400/404, or the flow that
+    mitmproxy will send goes to the route's scheme/host/port under its path prefix."""
+    a, loop = shared_addon
+    target = "/" + "/".join(segments) + ("?" + query if query else "")
+    f = client_flow(target)
+    f.request.path = target  # as received, unnormalised
+
+    async def hooks():
+        await a.requestheaders(f)
+        await a.request(f)
+
+    loop.run_until_complete(hooks())
+    if f.response is not None:
+        assert f.response.status_code in (400, 404), (target, f.response.content)
+        assert f.request.host == "127.0.0.1"
+        return
+    r = f.request
+    allowed = {"abc.execute-api.eu-west-1.amazonaws.com": "/prod", "v2.example.com": "/base"}
+    prefix = allowed[r.host]
+    assert (r.scheme, r.port) == ("https", 443) and r.headers["host"] == r.host
+    path = r.path.split("?")[0]
+    assert path == prefix or path.startswith(prefix + "/"), r.path
+    for form in (path, urllib.parse.unquote(path), urllib.parse.unquote(urllib.parse.unquote(path))):
+        assert ".." not in form.split("/") and "." not in form.split("/"), (target, r.path)
+    assert "//" not in path
+    assert r.headers["authorization"].startswith("AWS4-HMAC-SHA256")

@@ -424,13 +424,22 @@ def test_slow_sts_does_not_block_other_routes_and_is_called_once(start_proxy, tm
         assert sts.calls == 1  # prefetched at start-up, then cached
 
 
-def test_sts_access_denied_answers_503_naming_route_and_role_then_recovers(start_proxy, tmp_path):
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("AccessDenied", "User is not authorized to perform: sts:AssumeRole"),
+        ("ExpiredToken", "The security token included in the request is expired"),
+        ("InvalidClientTokenId", "The security token included in the request is invalid"),
+    ],
+)
+def test_sts_failure_answers_503_naming_route_and_role_then_recovers(start_proxy, tmp_path, code, message):
     with FakeSTS(deny=True) as sts, sts.verifier() as upstream:
+        sts.deny_code, sts.deny_message = code, message
         proxy = start_role_proxy(start_proxy, tmp_path, sts, upstream)
         r = get(f"{proxy.url}/role/x")
         assert r.status_code == 503
         body = r.json()
-        assert body["route"] == "/role" and "AccessDenied" in body["message"]
+        assert body["route"] == "/role" and code in body["message"] and message in body["message"]
         assert "arn:aws:iam::123456789012:role/r" in body["message"]
         assert upstream.received == []
         assert SECRET not in r.text
