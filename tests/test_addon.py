@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from mitmproxy import exceptions
 from mitmproxy.addons import proxyauth, proxyserver
 from mitmproxy.test import taddons, tflow, tutils
+from test_routing import TARGET_PIECES
 
 from proxysigv4_core import ProxySigV4
 from proxysigv4_core import addon as addon_module
@@ -352,38 +353,6 @@ def test_bearer_tokens_are_required_and_never_forwarded(tmp_path, token_entry):
             assert f.request.headers["authorization"].startswith("AWS4-HMAC-SHA256")
 
     run(main())
-
-
-TARGET_PIECES = [
-    "api",
-    "v2",
-    "..",
-    ".",
-    "%2e",
-    "%2E%2e",
-    "%252e",
-    "",
-    "a",
-    "%2F",
-    "%5c",
-    "\\\\",
-    "@evil",
-    "evil.com",
-    "%40",
-    ":",
-    "%3A",
-    "?",
-    "#",
-    "%00",
-    "%0a",
-    "~",
-    "x%20y",
-    "%ef%bc%8f",
-    "%c0%ae",
-    "http:",
-    "//",
-    "%EF%BC%8E",
-]
 
 
 @pytest.fixture(scope="module")
