@@ -10,20 +10,22 @@ import datetime
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import command, contentviews, ctx, exceptions, http
 from mitmproxy.net.http import http1
 from mitmproxy.proxy.mode_specs import ProxyMode
 
 from . import errors
 from .config import Config, ConfigError, Route, load_config
+from .contentview import SigV4
 from .credentials import CredentialError, CredentialStore
-from .diagnosis import DIAGNOSIS_HEADER, diagnose_skew
+from .diagnosis import DIAGNOSIS_HEADER, diagnose, parse_aws_error
 from .headers import check_request_headers, filter_response_headers
 from .inbound import BearerTokens, InboundError, require_auth
 from .routing import RequestRejected, RouteTable, Upstream, resolve, resolve_replay
-from .signing import redact, sign_upstream
+from .signing import redact, redact_canonical, sign_upstream
 from .streaming import RequestPlan, body_too_large, content_length, plan_request, streams_response
 
 log = logging.getLogger("proxysigv4")
@@ -45,6 +47,8 @@ class _InFlight:
     target_url: str
     started: float
     timer: asyncio.TimerHandle | None = None
+    # What AWS may echo back in an error body (S3 does): scrubbed before the client sees it.
+    secrets: tuple[bytes, ...] = ()
 
 
 @dataclass
@@ -96,6 +100,7 @@ class ProxySigV4:
             """,
         )
         errors.install_json_error_pages()
+        contentviews.add(SigV4())
         # botocore logs canonical requests, signatures, credentials headers and STS response bodies
         # (secret keys) at DEBUG: keep those loggers at INFO whatever mitmproxy's verbosity.
         for name in _SECRET_LOGGERS:
@@ -195,6 +200,43 @@ class ProxySigV4:
         for route in self.state.config.routes:
             self.credentials.provider(route).start_background_refresh()
 
+    # ---- commands (mitmweb's command bar, the console, POST /commands/<name>) -------------
+    @command.command("proxysigv4.routes")
+    def routes(self) -> Sequence[str]:
+        """The loaded routes: prefix -> target, service/region, credentials and their state."""
+        if self.state is None:
+            return ["proxysigv4: no route table loaded"]
+        lines = []
+        for route in sorted(self.state.table.routes, key=lambda r: r.prefix):
+            provider = self.credentials.provider(route)
+            if provider.last_error:
+                status = f"error: {provider.last_error}"
+            elif provider.access_key_id:
+                status = f"ok: {_mask(provider.access_key_id)} via {provider.method}"
+            else:
+                status = "not resolved yet"
+            lines.append(
+                f"{route.prefix} -> {route.target.url} ({route.service}/{route.region}); "
+                f"{route.credential_source}; {status}"
+            )
+        return lines
+
+    @command.command("proxysigv4.refresh")
+    def refresh(self, *prefixes: str) -> str:
+        """Forget and re-resolve the credentials of the given routes (all routes when none is given),
+        e.g. after `aws sso login`."""
+        if self.state is None:
+            return "proxysigv4: no route table loaded"
+        routes = [r for r in self.state.table.routes if not prefixes or r.prefix in prefixes]
+        unknown = sorted(set(prefixes) - {r.prefix for r in routes})
+        if unknown:
+            raise exceptions.CommandError(f"proxysigv4: no such route: {', '.join(unknown)}")
+        for route in routes:
+            provider = self.credentials.provider(route)
+            provider.reset()
+            provider.start_background_refresh()
+        return f"proxysigv4: re-resolving credentials for {', '.join(r.prefix for r in routes)}"
+
     # ---- requests --------------------------------------------------------------------------
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Route and plan before the body is read: reject early, or sign now and stream the body."""
@@ -208,8 +250,8 @@ class ProxySigV4:
             pending.upstream = self._upstream(flow)
             pending.plan = plan_request(pending.upstream.route, fields)
             if pending.plan.stream:
-                credentials, key_id = await self._credentials(pending.upstream.route)
-                self._forward(flow, pending, credentials, key_id, body=None)
+                credentials, provider = await self._credentials(pending.upstream.route)
+                self._forward(flow, pending, credentials, provider, body=None)
                 flow.request.stream = True
             else:
                 # The body is hashed into the signature, so it is held, not streamed past us.
@@ -236,8 +278,8 @@ class ProxySigV4:
             route = pending.upstream.route
             if len(body) > route.buffer_limit and pending.plan.payload_hash is None:
                 raise body_too_large(route, len(body))
-            credentials, key_id = await self._credentials(route)
-            self._forward(flow, pending, credentials, key_id, body=body)
+            credentials, provider = await self._credentials(route)
+            self._forward(flow, pending, credentials, provider, body=body)
 
     def _client_target(self, flow: http.HTTPFlow) -> str:
         # A replayed flow keeps the client path it was first received with.
@@ -247,7 +289,7 @@ class ProxySigV4:
 
     async def _credentials(self, route: Route):
         provider = self.credentials.provider(route)
-        return await provider.get(), provider.access_key_id
+        return await provider.get(), provider
 
     @contextlib.asynccontextmanager
     async def _answer_errors(self, flow: http.HTTPFlow, pending: "_Pending"):
@@ -256,24 +298,31 @@ class ProxySigV4:
             yield
             return
         except RequestRejected as e:
-            flow.response = errors.error_response(e.status, e.error, e.message)
-            flow.response.headers.update(e.headers)
-            flow.metadata["proxysigv4"] = {"rejected": e.error, "client_path": pending.client_target}
+            self._refuse(flow, pending, e.status, e.error, e.message, e.headers)
         except CredentialError as e:
             prefix = pending.route_prefix
-            flow.response = errors.error_response(
-                503, "credentials_unavailable", f"credentials for route {prefix}: {e}", prefix
+            self._refuse(
+                flow, pending, 503, "credentials_unavailable", f"credentials for route {prefix}: {e}"
             )
         except Exception:
             log.exception("proxysigv4: internal error for %s %s", flow.request.method, pending.client_target)
-            flow.response = errors.error_response(
-                500,
-                "internal_error",
-                "proxysigv4 failed to sign this request (see proxy log)",
-                pending.route_prefix,
-            )
+            message = "proxysigv4 failed to sign this request (see proxy log)"
+            self._refuse(flow, pending, 500, "internal_error", message)
         route = pending.upstream.route if pending.upstream else None
         self._log(flow, pending.client_target, "-", route, pending.started)
+
+    def _refuse(self, flow, pending: "_Pending", status: int, error: str, message: str, headers=None) -> None:
+        """The proxy's own answer, marked in mitmweb so it is not mistaken for AWS's."""
+        flow.response = errors.error_response(status, error, message, pending.route_prefix)
+        flow.response.headers.update(headers or {})
+        flow.metadata["proxysigv4"] = {
+            "rejected": error,
+            "status": status,
+            "message": message,
+            "client_path": pending.client_target,
+        }
+        flow.comment = f"proxysigv4 refused ({status} {error}): {message}"
+        flow.marked = ":no_entry:"
 
     def _authenticate(self, flow: http.HTTPFlow) -> None:
         state = self.state
@@ -303,7 +352,7 @@ class ProxySigV4:
             return resolve_replay(route, r.scheme, r.host, r.port, r.path)
         return resolve(self.state.table, flow.request.path)
 
-    def _forward(self, flow: http.HTTPFlow, pending: "_Pending", credentials, access_key_id, body) -> None:
+    def _forward(self, flow: http.HTTPFlow, pending: "_Pending", credentials, provider, body) -> None:
         upstream, plan = pending.upstream, pending.plan
         assert upstream is not None and plan is not None
         route = upstream.route
@@ -334,6 +383,7 @@ class ProxySigV4:
             request.headers["connection"] = "close"  # hop-by-hop: never signed, harmless upstream
         if expect:
             request.headers["expect"] = expect  # never signed; mitmproxy removes it before sending
+        payload = plan.payload_hash or f"hashed, sha256 {signed.canonical_request.rsplit(chr(10), 1)[-1]}"
         flow.metadata["proxysigv4"] = {
             "route": route.prefix,
             "client_path": pending.client_target,
@@ -341,12 +391,19 @@ class ProxySigV4:
             "service": route.service,
             "region": route.region,
             "credential_source": route.credential_source,
-            "access_key_id": _mask(access_key_id),
+            "credential_method": provider.method,
+            "access_key_id": _mask(provider.access_key_id),
+            "signed_at": signed.header("x-amz-date"),
+            "credential_scope": signed.string_to_sign.split("\n")[2],
             "signed_headers": list(signed.signed_headers),
-            "payload": plan.payload_hash or "hashed",
-            "streamed_request": body is None,
+            "payload": payload + (" (streamed)" if body is None else ""),
+            "canonical_request": redact_canonical(signed.canonical_request),
+            "string_to_sign": signed.string_to_sign,
+            "replayed": flow.is_replay == "request",
         }
-        in_flight = _InFlight(route, pending.client_target, upstream.url, pending.started)
+        signature = (signed.header("authorization") or "").rsplit("Signature=", 1)[-1]
+        echoed = tuple(v.encode() for v in (credentials.token, signature) if v)
+        in_flight = _InFlight(route, pending.client_target, upstream.url, pending.started, secrets=echoed)
         if route.timeout:
             in_flight.timer = asyncio.get_running_loop().call_later(
                 route.timeout, self._on_timeout, flow, route.timeout
@@ -366,12 +423,49 @@ class ProxySigV4:
             flow.response.stream = stream
 
     def response(self, flow: http.HTTPFlow) -> None:
-        if flow.id in self._in_flight and flow.response is not None and not flow.response.stream:
-            skew = diagnose_skew(flow.response.status_code, flow.response.content or b"", _now())
-            if skew:
-                flow.response.headers[DIAGNOSIS_HEADER] = skew
-                log.warning("proxysigv4: %s %s: %s", flow.request.method, flow.request.pretty_url, skew)
+        in_flight = self._in_flight.get(flow.id)
+        response = flow.response
+        if (
+            in_flight is not None
+            and response is not None
+            and response.status_code >= 400
+            and not response.stream
+        ):
+            self._diagnose(flow, in_flight.route)
         self._finish(flow)
+
+    def _diagnose(self, flow: http.HTTPFlow, route: Route) -> None:
+        """Attach an explanation when AWS rejected the signature (shown in mitmweb, sent as a header)."""
+        response = flow.response
+        assert response is not None and self.state is not None
+        error = parse_aws_error(response.content or b"", {k.lower(): v for k, v in response.headers.items()})
+        meta = flow.metadata.get("proxysigv4", {})
+        if error is None:
+            return
+        found = diagnose(
+            error,
+            route=route.prefix,
+            source=self.state.config.source,
+            service=route.service,
+            region=route.region,
+            canonical_request=meta.get("canonical_request"),
+            string_to_sign=meta.get("string_to_sign"),
+            access_key=meta.get("access_key_id"),
+            now=_now(),
+        )
+        if found is None:
+            return
+        meta["diagnosis"] = {"code": found.code, "summary": found.summary, "detail": found.detail}
+        response.headers[DIAGNOSIS_HEADER] = found.summary.encode("ascii", "replace").decode()
+        flow.comment = f"proxysigv4 diagnosis ({found.code}): {found.summary}"
+        flow.marked = ":warning:"
+        log.warning(
+            "proxysigv4: %s %s -> %s: %s",
+            flow.request.method,
+            meta.get("client_path"),
+            found.code,
+            found.summary,
+        )
 
     def error(self, flow: http.HTTPFlow) -> None:
         self._pending.pop(flow.id, None)

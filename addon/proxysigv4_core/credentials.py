@@ -107,6 +107,7 @@ class CredentialProvider:
         self.spec = spec
         self.last_error: str | None = None
         self.access_key_id: str | None = None
+        self.method: str | None = None  # botocore's name for where they came from (env, sso, ...)
         self._credentials: Credentials | None = None
         self._frozen: ReadOnlyCredentials | None = None
         self._expiry = float("inf")
@@ -125,6 +126,7 @@ class CredentialProvider:
         self._expiry = expiry.timestamp() if expiry is not None else float("inf")
         self._frozen = frozen
         self.access_key_id = frozen.access_key
+        self.method = getattr(self._credentials, "method", None)
         self.last_error = None
 
     async def _refresh(self) -> None:

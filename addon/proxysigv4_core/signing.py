@@ -24,6 +24,7 @@ _CONTENT_SHA256_SERVICES = frozenset({"aoss"})
 # Ask botocore's S3 signer to hash the payload even over https with Content-MD5.
 _S3_SIGN_PAYLOAD = SimpleNamespace(s3={"payload_signing_enabled": True})
 _PAYLOAD_KEY = "proxysigv4_payload_hash"
+_RECORD_KEY = "proxysigv4_canonical"
 
 
 _SIGNATURE = re.compile(r"Signature=[0-9a-f]+")
@@ -45,16 +46,44 @@ def redact(fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return out
 
 
+_TOKEN_LINE = re.compile(r"^(x-amz-security-token:)(.*)$", re.MULTILINE | re.IGNORECASE)
+
+
+def redact_canonical(canonical_request: str) -> str:
+    """A canonical request without the session token: a short hash stands in, so two copies can
+    still be compared (e.g. ours against the one AWS returns in an error)."""
+
+    def short_hash(m: re.Match[str]) -> str:
+        return f"{m[1]}{REDACTED[:-1]} sha256:{hashlib.sha256(m[2].strip().encode()).hexdigest()[:12]}>"
+
+    return _TOKEN_LINE.sub(short_hash, canonical_request)
+
+
 @dataclass(frozen=True)
 class SignedRequest:
     headers: list[tuple[str, str]]
     signed_headers: tuple[str, ...]
+    canonical_request: str
+    string_to_sign: str
 
     def header(self, name: str) -> str | None:
         return next((v for k, v in self.headers if k.lower() == name.lower()), None)
 
 
-class _S3Auth(S3SigV4Auth):
+class _Recording:
+    """Keeps the canonical request and string to sign botocore computes (for mitmweb)."""
+
+    def string_to_sign(self, request: AWSRequest, canonical_request: str) -> str:
+        result = super().string_to_sign(request, canonical_request)  # type: ignore[misc]
+        request.context[_RECORD_KEY] = (canonical_request, result)
+        return result
+
+
+class _SigV4Auth(_Recording, SigV4Auth):
+    pass
+
+
+class _S3Auth(_Recording, S3SigV4Auth):
     """botocore's S3 signer, with a payload hash chosen by the caller when one is given."""
 
     def payload(self, request: AWSRequest) -> str:
@@ -92,10 +121,11 @@ def sign_request(
         request.context["client_config"] = _S3_SIGN_PAYLOAD
         _S3Auth(credentials, service, region).add_auth(request)
     else:
-        SigV4Auth(credentials, service, region).add_auth(request)
+        _SigV4Auth(credentials, service, region).add_auth(request)
     authorization = request.headers["Authorization"]
     signed = authorization.split("SignedHeaders=", 1)[1].split(",", 1)[0].split(";")
-    return SignedRequest(list(request.headers.items()), tuple(signed))
+    canonical_request, string_to_sign = request.context[_RECORD_KEY]
+    return SignedRequest(list(request.headers.items()), tuple(signed), canonical_request, string_to_sign)
 
 
 def sign_upstream(

@@ -1,0 +1,59 @@
+"""The `SigV4` content view: what proxysigv4 did to a request, readable in mitmweb and the console.
+
+A summary on top, then the canonical request and string to sign exactly as signed. It is never
+chosen automatically; pick "SigV4" in the view selector (API: /flows/<id>/request/content/sigv4.json).
+"""
+
+from mitmproxy import contentviews
+
+FIELDS = (
+    ("route", "route"),
+    ("client_path", "client path"),
+    ("target_url", "target URL"),
+    ("service", "service"),
+    ("region", "region"),
+    ("credential_source", "credentials"),
+    ("credential_method", "resolved via"),
+    ("access_key_id", "access key id"),
+    ("signed_at", "signed at"),
+    ("credential_scope", "scope"),
+    ("payload", "payload"),
+)
+
+
+def render(meta: dict | None) -> str:
+    """The view's text for a flow's `proxysigv4` metadata (pure, for tests and the console)."""
+    if not meta:
+        return "This flow was not handled by proxysigv4."
+    if "rejected" in meta:
+        return (
+            f"Refused by proxysigv4 (never forwarded): {meta.get('status', '')} {meta['rejected']}\n"
+            f"{meta.get('message', '')}\nclient path: {meta.get('client_path', '')}\n"
+        )
+    width = max(len(label) for _, label in FIELDS) + 2
+    lines = ["proxysigv4 signed this request", ""]
+    lines += [f"{label:<{width}}{meta[key]}" for key, label in FIELDS if meta.get(key) is not None]
+    lines.append(f"{'signed headers':<{width}}{';'.join(meta.get('signed_headers', []))}")
+    if meta.get("replayed"):
+        lines.append(f"{'replay':<{width}}re-signed for this replay")
+    diagnosis = meta.get("diagnosis")
+    if diagnosis:
+        lines += ["", f"DIAGNOSIS ({diagnosis['code']}): {diagnosis['summary']}"]
+        if diagnosis.get("detail"):
+            lines += ["", diagnosis["detail"]]
+    lines += ["", "--- canonical request ---", meta.get("canonical_request", "")]
+    lines += ["", "--- string to sign ---", meta.get("string_to_sign", "")]
+    return "\n".join(lines) + "\n"
+
+
+class SigV4(contentviews.Contentview):
+    @property
+    def name(self) -> str:
+        return "SigV4"
+
+    def prettify(self, data: bytes, metadata: contentviews.Metadata) -> str:
+        flow = metadata.flow
+        return render(flow.metadata.get("proxysigv4") if flow is not None else None)
+
+    def render_priority(self, data: bytes, metadata: contentviews.Metadata) -> float:
+        return -1  # only when chosen
