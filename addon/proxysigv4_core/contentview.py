@@ -30,7 +30,7 @@ def render(meta: dict | None) -> str:
             f"Refused by proxysigv4 (never forwarded): {meta.get('status', '')} {meta['rejected']}\n"
             f"{meta.get('message', '')}\nclient path: {meta.get('client_path', '')}\n"
         )
-    width = max(len(label) for _, label in FIELDS) + 2
+    width = max(len(label) for _, label in (*FIELDS, ("", "signed headers"))) + 2
     lines = ["proxysigv4 signed this request", ""]
     lines += [f"{label:<{width}}{meta[key]}" for key, label in FIELDS if meta.get(key) is not None]
     lines.append(f"{'signed headers':<{width}}{';'.join(meta.get('signed_headers', []))}")

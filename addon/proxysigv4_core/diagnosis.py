@@ -45,7 +45,7 @@ _JSON_CANONICAL = re.compile(
 _SKEW = re.compile(r"Signature (expired|not yet current)|too skewed|RequestTimeTooSkewed", re.IGNORECASE)
 _REGION_SCOPE = re.compile(
     r"(?:region '(?P<wrong>[\w-]+)' is wrong; expecting '(?P<want>[\w-]+)')"
-    r"|(?:scoped to a valid region, not '(?P<wrong2>[\w-]*)')"
+    r"|(?:scoped to a valid region(?:, not '(?P<wrong2>[\w-]*)')?)"
 )
 _SERVICE_SCOPE = re.compile(r"scoped to (?:the )?correct service:? '(?P<want>[\w.-]+)'")
 
