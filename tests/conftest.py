@@ -152,9 +152,9 @@ def moto(tmp_path_factory) -> Iterator[Moto]:
         yield m
 
 
-def mitmdump_command(config: Path, port: int, *args: str) -> list[str]:
+def mitmdump_command(config: Path, port: int, *args: str, program: str = "mitmdump") -> list[str]:
     return [
-        str(BIN / "mitmdump"),
+        str(BIN / program),
         "-s",
         str(ROOT / "addon" / "proxysigv4.py"),
         "--mode",

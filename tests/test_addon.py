@@ -402,3 +402,53 @@ def test_property_the_forwarded_flow_never_leaves_its_route(shared_addon, segmen
         assert ".." not in form.split("/") and "." not in form.split("/"), (target, r.path)
     assert "//" not in path
     assert r.headers["authorization"].startswith("AWS4-HMAC-SHA256")
+
+
+def test_refused_flows_are_marked_and_commented_for_mitmweb(tmp_path):
+    async def main():
+        a = ProxySigV4()
+        with taddons.context(a) as tctx:
+            load(tctx, a, tmp_path, {"/x": API})
+            f = client_flow("/nowhere")
+            await a.requestheaders(f)
+            assert f.marked == ":no_entry:"
+            assert f.comment == "proxysigv4 refused (404 no_route): no route matches path '/nowhere'"
+            assert f.metadata["proxysigv4"] == {
+                "rejected": "no_route",
+                "status": 404,
+                "message": "no route matches path '/nowhere'",
+                "client_path": "/nowhere",
+            }
+            ok = client_flow("/x/a")
+            await a.requestheaders(ok)
+            await a.request(ok)
+            assert not ok.marked and not ok.comment
+
+    run(main())
+
+
+def test_routes_and_refresh_commands(tmp_path):
+    async def main():
+        a = ProxySigV4()
+        with taddons.context(a) as tctx:
+            load(tctx, a, tmp_path, {"/x": API, "/y": {"target": API, "profile": "absent"}})
+            f = client_flow("/x/a")
+            await a.request(f)
+            await a.request(client_flow("/y/a"))
+            lines = a.routes()
+            assert lines[0] == (
+                "/x -> https://abc.execute-api.eu-west-1.amazonaws.com (execute-api/eu-west-1); "
+                "default credential chain; ok: AKIA…0001 via env"
+            )
+            assert (
+                lines[1].startswith("/y -> ")
+                and "profile absent; error: The config profile (absent) could not be found" in lines[1]
+            )
+            assert a.refresh("/x") == "proxysigv4: re-resolving credentials for /x"
+            assert a.routes()[0].endswith("; not resolved yet")  # forgotten; resolving in the background
+            await asyncio.sleep(0.5)
+            assert a.routes()[0].endswith("ok: AKIA…0001 via env")
+            with pytest.raises(exceptions.CommandError, match="no such route: /nope"):
+                a.refresh("/nope")
+
+    run(main())

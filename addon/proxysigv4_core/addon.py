@@ -126,8 +126,9 @@ class ProxySigV4:
         for name in _POST_SIGNING_MODIFIERS & updated:
             if getattr(ctx.options, name):
                 log.warning(
-                    "proxysigv4: option %s rewrites requests after they are signed, "
-                    "which invalidates the signature of requests it changes",
+                    "proxysigv4: option %s can change requests after they are signed (map_remote and "
+                    "modify_body always run after signing, modify_headers for streamed uploads), which "
+                    "invalidates the signature of the requests it changes",
                     name,
                 )
 
@@ -201,7 +202,8 @@ class ProxySigV4:
             self.credentials.provider(route).start_background_refresh()
 
     # ---- commands (mitmweb's command bar, the console, POST /commands/<name>) -------------
-    @command.command("proxysigv4.routes")
+    # mitmweb accepts only letters and dots in command names, hence "sigv." rather than "proxysigv4.".
+    @command.command("sigv.routes")
     def routes(self) -> Sequence[str]:
         """The loaded routes: prefix -> target, service/region, credentials and their state."""
         if self.state is None:
@@ -221,7 +223,7 @@ class ProxySigV4:
             )
         return lines
 
-    @command.command("proxysigv4.refresh")
+    @command.command("sigv.refresh")
     def refresh(self, *prefixes: str) -> str:
         """Forget and re-resolve the credentials of the given routes (all routes when none is given),
         e.g. after `aws sso login`."""

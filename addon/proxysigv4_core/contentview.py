@@ -4,6 +4,8 @@ A summary on top, then the canonical request and string to sign exactly as signe
 chosen automatically; pick "SigV4" in the view selector (API: /flows/<id>/request/content/sigv4.json).
 """
 
+import textwrap
+
 from mitmproxy import contentviews
 
 FIELDS = (
@@ -38,7 +40,8 @@ def render(meta: dict | None) -> str:
         lines.append(f"{'replay':<{width}}re-signed for this replay")
     diagnosis = meta.get("diagnosis")
     if diagnosis:
-        lines += ["", f"DIAGNOSIS ({diagnosis['code']}): {diagnosis['summary']}"]
+        heading = f"DIAGNOSIS ({diagnosis['code']}): {diagnosis['summary']}"
+        lines += ["", *textwrap.wrap(heading, 72, subsequent_indent="  ", break_on_hyphens=False)]
         if diagnosis.get("detail"):
             lines += ["", diagnosis["detail"]]
     lines += ["", "--- canonical request ---", meta.get("canonical_request", "")]

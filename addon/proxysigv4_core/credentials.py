@@ -169,6 +169,8 @@ class CredentialProvider:
         self._credentials = None
         self._frozen = None
         self._expiry = float("inf")
+        self.access_key_id = None
+        self.method = None
         self.last_error = None
         self._failed_at = float("-inf")
 

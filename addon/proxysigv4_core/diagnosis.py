@@ -210,13 +210,13 @@ def diagnose(
             code,
             f"AWS does not know access key {access_key or '?'} used by route {route}: its "
             "credentials are wrong, deleted, or from another account/partition; fix them, "
-            "then run the proxysigv4.refresh command",
+            "then run the sigv.refresh command",
         )
     if code in ("ExpiredToken", "ExpiredTokenException"):
         return Diagnosis(
             code,
             f"the session token of route {route} has expired: renew it (e.g. aws sso login), "
-            "then run the proxysigv4.refresh command",
+            "then run the sigv.refresh command",
         )
     if code.startswith("MissingAuthenticationToken"):
         return Diagnosis(

@@ -1,0 +1,241 @@
+"""mitmweb with the addon, driven over its HTTP API: the SigV4 content view, diagnosis of a
+path changed after signing (by mitmproxy's own map_remote), refused flows marked,
+replay re-signed, and the proxysigv4 commands."""
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import ReadOnlyCredentials
+from test_e2e_proxy import KEY, SECRET, proxy_env
+
+from conftest import Upstream, free_port, mitmdump_command, stop, wait_for_port
+from sigv4_verify import verify
+
+pytestmark = pytest.mark.e2e
+PASSWORD = "web-test-password"
+
+
+def s3_like(received):
+    """Verify like AWS; on a mismatch answer as S3 does, with the canonical request it computed."""
+    verdict = verify(received.method, received.target, received.headers, received.body, {KEY: (SECRET, None)})
+    if verdict.ok:
+        return 200, [("content-type", "text/plain")], b"signature ok"
+    headers = {k.lower(): v for k, v in received.headers}
+    signed = headers["authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
+    request = AWSRequest(
+        method=received.method, url=f"http://{headers['host']}{received.target}", data=received.body
+    )
+    for name in signed:
+        request.headers[name] = headers[name]
+    amz_date = headers["x-amz-date"]
+    request.context["timestamp"] = amz_date
+    auth = S3SigV4Auth(ReadOnlyCredentials(KEY, SECRET, None), "s3", "eu-west-1")
+    canonical = auth.canonical_request(request)
+    string_to_sign = auth.string_to_sign(request, canonical)
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SignatureDoesNotMatch</Code><Message>The request '
+        "signature we calculated does not match the signature you provided.</Message>"
+        f"<AWSAccessKeyId>{KEY}</AWSAccessKeyId><StringToSign>{string_to_sign}</StringToSign>"
+        f"<CanonicalRequest>{canonical}</CanonicalRequest><RequestId>1</RequestId></Error>"
+    )
+    return 403, [("content-type", "application/xml")], body.encode()
+
+
+@dataclass
+class Web:
+    proxy: str
+    api: str
+    proc: subprocess.Popen
+    log: Path
+    session: requests.Session
+
+    def get(self, path: str):
+        r = self.session.get(self.api + path, timeout=10)
+        r.raise_for_status()
+        return r.json()
+
+    def post(self, path: str, json=None):
+        xsrf = self.session.cookies.get("_mitmproxy_xsrf")
+        r = self.session.post(self.api + path, json=json, headers={"X-XSRFToken": xsrf}, timeout=10)
+        r.raise_for_status()
+        return r.json() if r.content else None
+
+    def flow(self, path_part: str) -> dict:
+        return next(f for f in reversed(self.get("/flows")) if path_part in f["request"]["path"])
+
+
+@pytest.fixture
+def web(tmp_path):
+    with Upstream(s3_like) as upstream:
+        config = tmp_path / "routes.yaml"
+        route = {"target": upstream.url, "service": "s3", "region": "eu-west-1"}
+        config.write_text(yaml.safe_dump({"proxysigv4": {"/ok": route, "/tampered": route}}))
+        port, web_port = free_port(), free_port()
+        args = (
+            "--set",
+            f"web_port={web_port}",
+            "--set",
+            "web_host=127.0.0.1",
+            "--set",
+            "web_open_browser=false",
+            "--set",
+            f"web_password={PASSWORD}",
+            "--map-remote",
+            "|~hq x-amz-meta-tamper|/bucket/key$|/bucket/other",
+        )
+        log = tmp_path / "mitmweb.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                mitmdump_command(config, port, *args, program="mitmweb"),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=proxy_env(tmp_path),
+                cwd=tmp_path,
+            )
+        try:
+            wait_for_port(port, proc)
+            wait_for_port(web_port, proc)
+            session = requests.Session()
+            session.headers["Authorization"] = f"Bearer {PASSWORD}"
+            session.get(f"http://127.0.0.1:{web_port}/", timeout=10).raise_for_status()
+            # Tornado's XSRF check is a double submit: any cookie value repeated in X-XSRFToken.
+            session.cookies.set("_mitmproxy_xsrf", "proxysigv4-test-xsrf", domain="127.0.0.1")
+            yield (
+                Web(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{web_port}", proc, log, session),
+                upstream,
+            )
+        finally:
+            stop(proc)
+
+
+def wait_for(predicate, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := predicate():
+            return result
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def test_sigv4_view_diagnosis_markers_replay_and_commands(web):
+    web, upstream = web
+    assert (
+        requests.put(
+            f"{web.proxy}/ok/bucket/key", data=b"x", headers={"x-amz-meta-color": "blue"}, timeout=10
+        ).status_code
+        == 200
+    )
+    bad = requests.put(
+        f"{web.proxy}/tampered/bucket/key",
+        data=b"x",
+        headers={"x-amz-meta-color": "blue", "x-amz-meta-tamper": "yes"},
+        timeout=10,
+    )
+    assert bad.status_code == 403
+    assert (
+        "canonical URI (path): we signed '/bucket/key', AWS computed '/bucket/other'"
+        in bad.headers["x-proxysigv4-diagnosis"]
+    )
+    assert requests.get(f"{web.proxy}/nowhere", timeout=10).status_code == 404
+
+    ok = wait_for(
+        lambda: (
+            web.flow("/bucket/key")
+            if any(f["response"] and f["response"]["status_code"] == 200 for f in web.get("/flows"))
+            else None
+        )
+    )
+    ok = next(f for f in web.get("/flows") if f["response"] and f["response"]["status_code"] == 200)
+    view = web.get(f"/flows/{ok['id']}/request/content/sigv4.json")
+    assert view["view_name"] == "SigV4"
+    text = view["text"]
+    assert "proxysigv4 signed this request" in text and "route           /ok" in text
+    assert "--- canonical request ---\nPUT\n/bucket/key\n" in text and "x-amz-meta-color:blue" in text
+    assert "--- string to sign ---\nAWS4-HMAC-SHA256\n" in text and "/eu-west-1/s3/aws4_request" in text
+    assert SECRET not in text
+    auto = web.get(f"/flows/{ok['id']}/request/content/auto.json")
+    assert auto["view_name"] != "SigV4"
+
+    tampered = next(f for f in web.get("/flows") if f["response"] and f["response"]["status_code"] == 403)
+    assert tampered["marked"] == "⚠"  # mitmweb sends the emoji for ":warning:"
+    assert "canonical URI (path)" in tampered["comment"]
+    detail = web.get(f"/flows/{tampered['id']}/request/content/sigv4.json")["text"]
+    assert "DIAGNOSIS (SignatureDoesNotMatch)" in detail and "-/bucket/key\n+/bucket/other" in detail
+
+    refused = web.flow("/nowhere")
+    assert refused["marked"] == "⛔" and refused["comment"].startswith("proxysigv4 refused (404 no_route)")
+
+    before = len(upstream.received)
+    web.post(f"/flows/{ok['id']}/replay")
+    wait_for(lambda: len(upstream.received) > before)
+    replayed = upstream.received[-1]
+    assert replayed.target == "/bucket/key"
+    auth = dict((k.lower(), v) for k, v in replayed.headers)["authorization"]
+    assert "Signature=<redacted>" not in auth  # signed afresh, not the redacted record
+    replay_flow = wait_for(
+        lambda: next((f for f in web.get("/flows") if f["id"] == ok["id"] and f["response"]), None)
+    )
+    assert replay_flow["response"]["status_code"] == 200
+
+    routes = web.post("/commands/sigv.routes", json={"arguments": []})["value"]
+    assert any(
+        line.startswith("/ok -> http://127.0.0.1:") and "ok: AKIA…0001 via env" in line for line in routes
+    )
+    refreshed = web.post("/commands/sigv.refresh", json={"arguments": ["/ok"]})["value"]
+    assert refreshed == "proxysigv4: re-resolving credentials for /ok"
+    assert "map_remote" in web.log.read_text() and "after they are signed" in web.log.read_text()
+
+
+CHROMIUM = "/usr/bin/chromium"
+# Flags for a closed network: no background calls home, no sandbox as root.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def test_browser_shows_the_sigv4_view_and_diagnosis_in_mitmweb(web, tmp_path):
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium; .ci/run installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (test extra)")
+    web, _ = web
+    requests.put(f"{web.proxy}/ok/bucket/key", data=b"x", headers={"x-amz-meta-color": "blue"}, timeout=10)
+    requests.put(
+        f"{web.proxy}/tampered/bucket/key",
+        data=b"payload",
+        headers={"x-amz-meta-color": "blue", "x-amz-meta-tamper": "yes"},
+        timeout=10,
+    )
+    wait_for(lambda: len(web.get("/flows")) >= 2)
+    shot = Path(os.environ.get("PROXYSIGV4_SCREENSHOT") or tmp_path / "mitmweb-sigv4.png")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{web.api}/?token={PASSWORD}")
+            page.get_by_text(
+                "/bucket/other"
+            ).first.click()  # the flow AWS (here: the S3-like upstream) refused
+            page.get_by_text("View:").click()
+            page.locator(".dropdown-menu a", has_text="sigv4").click()
+            page.get_by_text("--- canonical request ---").wait_for(timeout=10000)
+            page.get_by_text("DIAGNOSIS (SignatureDoesNotMatch)").wait_for(timeout=10000)
+            content = page.inner_text("body")
+            page.screenshot(path=str(shot))
+        finally:
+            browser.close()
+    assert "-/bucket/key\n+/bucket/other" in content and "x-amz-meta-color:blue" in content
+    assert shot.stat().st_size > 10_000
