@@ -1,11 +1,11 @@
-# proxysigv4 — make install | test | lint | run
+# proxysigv4 — make demo | test | run | install | lint | bench-streaming
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONFIG ?= proxysigv4.yaml
 PORT ?= 8080
 
-.PHONY: install test lint format run clean bench-streaming
+.PHONY: install test lint format run demo clean bench-streaming
 
 install: $(STAMP)
 
@@ -35,8 +35,10 @@ test: install lint
 	$(VENV)/bin/pytest -q -rs
 
 run: install
-	PYTHONUNBUFFERED=1 $(VENV)/bin/mitmdump -s addon/proxysigv4.py --mode reverse:http://127.0.0.1:1 \
-	  --listen-host 127.0.0.1 -p $(PORT) --set proxysigv4_config=$(CONFIG)
+	$(VENV)/bin/proxysigv4 run -c $(CONFIG) -p $(PORT)
+
+demo: install
+	$(VENV)/bin/proxysigv4 demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

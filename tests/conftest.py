@@ -2,148 +2,24 @@
 mitmdump with the addon, and small local HTTP upstreams. Each waits for readiness and
 always cleans up."""
 
-import contextlib
-import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import boto3
 import pytest
-import requests
 import yaml
+
+from proxysigv4_core.emulator import ACCOUNT, REGION, Moto, free_port, running_moto, stop, wait_for_port
+
+__all__ = ["ACCOUNT", "REGION", "Moto", "free_port", "running_moto", "stop", "wait_for_port"]
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-REGION = "us-east-1"
-ACCOUNT = "123456789012"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-@dataclass
-class Moto:
-    url: str
-    access_key: str
-    secret_key: str
-    role_arn: str
-    denied_role_arn: str
-
-    def set_auth(self, enabled: bool) -> None:
-        requests.post(
-            f"{self.url}/moto-api/reset-auth",
-            data=b"0" if enabled else b"inf",
-            headers={"content-type": "text/plain"},
-            timeout=10,
-        ).raise_for_status()
-
-    def client(self, service: str, **kw):
-        return boto3.client(
-            service,
-            endpoint_url=self.url,
-            region_name=REGION,
-            aws_access_key_id=kw.pop("access_key", self.access_key),
-            aws_secret_access_key=kw.pop("secret_key", self.secret_key),
-            **kw,
-        )
-
-
-@contextlib.contextmanager
-def running_moto(log_dir: Path) -> Iterator[Moto]:
-    """moto server with IAM authentication on: bad or missing signatures are rejected."""
-    port = free_port()
-    log = open(log_dir / "moto.log", "wb")
-    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0")
-    proc = subprocess.Popen(
-        [str(BIN / "python"), "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    try:
-        wait_for_port(port, proc)
-        url = f"http://127.0.0.1:{port}"
-        m = Moto(url, "", "", "", "")
-        m.set_auth(False)
-        iam = m.client("iam", access_key="setup", secret_key="setup")
-        iam.create_user(UserName="proxy-user")
-        iam.put_user_policy(
-            UserName="proxy-user",
-            PolicyName="allow-all",
-            PolicyDocument=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
-                }
-            ),
-        )
-        key = iam.create_access_key(UserName="proxy-user")["AccessKey"]
-        trust = {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:user/proxy-user"},
-                    "Action": "sts:AssumeRole",
-                }
-            ],
-        }
-        role = iam.create_role(RoleName="proxy-role", AssumeRolePolicyDocument=json.dumps(trust))
-        iam.put_role_policy(
-            RoleName="proxy-role",
-            PolicyName="allow-all",
-            PolicyDocument=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
-                }
-            ),
-        )
-        m = Moto(
-            url,
-            key["AccessKeyId"],
-            key["SecretAccessKey"],
-            role["Role"]["Arn"],
-            f"arn:aws:iam::{ACCOUNT}:role/does-not-exist",
-        )
-        m.set_auth(True)
-        yield m
-    finally:
-        stop(proc)
-        log.close()
 
 
 @pytest.fixture(scope="session")

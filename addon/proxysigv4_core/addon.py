@@ -30,6 +30,7 @@ from .streaming import RequestPlan, body_too_large, content_length, plan_request
 
 log = logging.getLogger("proxysigv4")
 OPTION = "proxysigv4_config"
+VERBOSE_OPTION = "proxysigv4_verbose"
 # Built-in addons that run after scripts and would change a request after it was signed.
 _POST_SIGNING_MODIFIERS = frozenset({"map_remote", "modify_headers", "modify_body"})
 # Options that decide whether inbound authentication is required.
@@ -81,23 +82,28 @@ def _mask(access_key_id: str | None) -> str | None:
 
 
 class ProxySigV4:
-    def __init__(self) -> None:
+    def __init__(self, config_path: str = "proxysigv4.yaml") -> None:
+        self._default_config = config_path  # the option's default (embedders can pass their own)
         self.state: _State | None = None
         self.credentials = CredentialStore()
         self._in_flight: dict[str, _InFlight] = {}
         self._pending: dict[str, _Pending] = {}
         self._watcher: asyncio.Task | None = None
         self._config_mark: tuple[int, int] | None = None  # (mtime, size) of the file last read
+        self._verbose = False
 
     def load(self, loader) -> None:
         loader.add_option(
             OPTION,
             str,
-            "proxysigv4.yaml",
+            self._default_config,
             """
             YAML file with a `proxysigv4:` section: routes ('/prefix': target or
             {target, roleArn, service, region, ...}) whose requests are signed with AWS SigV4.
             """,
+        )
+        loader.add_option(
+            VERBOSE_OPTION, bool, False, "Log the signed header names with each request (never secrets)."
         )
         errors.install_json_error_pages()
         contentviews.add(SigV4())
@@ -108,6 +114,8 @@ class ProxySigV4:
 
     # ---- configuration -------------------------------------------------------------------
     def configure(self, updated: set[str]) -> None:
+        if VERBOSE_OPTION in updated:
+            self._verbose = ctx.options.proxysigv4_verbose
         if OPTION in updated:
             try:
                 self._config_mark = _file_mark(ctx.options.proxysigv4_config)
@@ -162,7 +170,34 @@ class ProxySigV4:
     def running(self) -> None:
         self._prefetch_credentials()
         if self._watcher is None:
-            self._watcher = asyncio.get_running_loop().create_task(self._watch_config())
+            loop = asyncio.get_running_loop()
+            self._watcher = loop.create_task(self._watch_config())
+            self._greeting = loop.create_task(self._announce())
+
+    async def _announce(self) -> None:
+        """Once mitmproxy listens: where, and a curl line to paste for the first route."""
+        proxyserver = ctx.master.addons.get("proxyserver")
+        for _ in range(100):
+            addrs = proxyserver.listen_addrs() if proxyserver else []
+            if addrs or proxyserver is None:
+                break
+            await asyncio.sleep(0.05)
+        if not addrs or self.state is None:
+            return
+        host, port = addrs[0][0], addrs[0][1]
+        host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+        host = f"[{host}]" if ":" in host else host
+        first = sorted(self.state.table.routes, key=lambda r: r.prefix)[0]
+        auth = ' -H "Authorization: Bearer $PROXY_TOKEN"' if self.state.bearer else ""
+        log.info(
+            "proxysigv4 ready on http://%s:%s - try: curl -s%s http://%s:%s%s/",
+            host,
+            port,
+            auth,
+            host,
+            port,
+            first.prefix.rstrip("/"),
+        )
 
     async def _watch_config(self) -> None:
         """Reload the route table when the file changes; a broken edit keeps the last good table."""
@@ -501,19 +536,28 @@ class ProxySigV4:
 
     # ---- logging ---------------------------------------------------------------------------
     def _log(self, flow, client_target, target_url, route: Route | None, started: float) -> None:
-        if flow.response is not None:
-            status = str(flow.response.status_code)
+        response = flow.response
+        if response is not None:
+            status = str(response.status_code)
+            size = response.headers.get("content-length") or (
+                "streamed" if response.stream else str(len(response.raw_content or b""))
+            )
         else:
-            status = f"error({flow.error.msg if flow.error else '?'})"
+            status, size = f"error({flow.error.msg if flow.error else '?'})", "-"
+        extra = ""
+        if self._verbose and "signed_headers" in flow.metadata.get("proxysigv4", {}):
+            extra = " signed=" + ";".join(flow.metadata["proxysigv4"]["signed_headers"])
         log.info(
-            "%s %s -> %s %s %.1fms route=%s %s",
+            "%s %s -> %s %s %.1fms %sB route=%s %s%s",
             flow.request.method,
             client_target,
             target_url,
             status,
             (time.monotonic() - started) * 1000,
+            size,
             route.prefix if route else "-",
             f"{route.service}/{route.region}" if route else "-",
+            extra,
         )
 
 
