@@ -88,7 +88,7 @@ def test_run_signs_logs_a_curl_example_and_reloads_the_file(tmp_path):
             wait_for_text(log, "GET /api/items?x=1 -> ")
             line = next(x for x in log.read_text().splitlines() if "GET /api/items?x=1 -> " in x)
             assert re.search(
-                r" 200 [\d.]+ms \d+B route=/api execute-api/eu-west-1 signed=host;x-amz-date", line
+                r" 200 [\d.]+ms \d+B route=/api execute-api/eu-west-1 signed=accept;host;x-amz-date$", line
             ), line
             config.write_text(yaml.safe_dump({"proxysigv4": {"/api": route, "/v2": route}}))
             deadline = time.monotonic() + 5
