@@ -372,7 +372,8 @@ def load_config(path: str) -> Config:
         with open(path, encoding="utf-8") as f:
             document = yaml.safe_load(f)
     except FileNotFoundError as e:
-        raise ConfigError(f"{path}: file not found (give the route file with -c / --set proxysigv4_config=FILE)") from e
+        hint = "give the route file with -c or --set proxysigv4_config=FILE"
+        raise ConfigError(f"{path}: file not found ({hint})") from e
     except (OSError, yaml.YAMLError) as e:
         raise ConfigError(f"{path}: cannot read YAML: {e}") from e
     return parse_config(document, path)
