@@ -3,6 +3,7 @@ handful of unsigned requests that come back signed and accepted; one tampered re
 rejected. Needs no network and no AWS account."""
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -157,6 +158,8 @@ def _show(status: int, text: str) -> str:
 
 def run_demo(port: int = 0, once: bool = False, out=print) -> int:
     """Run the demo; with `once`, exit after the scripted requests (0 if all went as expected)."""
+    # SIGTERM unwinds like Ctrl-C, so the emulator and the proxy are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory() as tmp, running_moto(Path(tmp)) as moto:
         out(f"local AWS emulator (moto, signature checking on) at {moto.url}")
         proxy = Proxy(moto, port or free_port())
