@@ -2,7 +2,6 @@
 mitmdump with the addon, and small local HTTP upstreams. Each waits for readiness and
 always cleans up."""
 
-import os
 import subprocess
 import sys
 import threading
@@ -58,19 +57,7 @@ class Proxy:
 
 def aws_env(moto: Moto, **extra: str) -> dict[str, str]:
     """Environment for the proxy: the test user's keys, STS pointed at moto, no real config."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(
-        AWS_ACCESS_KEY_ID=moto.access_key,
-        AWS_SECRET_ACCESS_KEY=moto.secret_key,
-        AWS_ENDPOINT_URL_STS=moto.url,
-        AWS_DEFAULT_REGION=REGION,
-        AWS_CONFIG_FILE="/nonexistent",
-        AWS_SHARED_CREDENTIALS_FILE="/nonexistent",
-        AWS_EC2_METADATA_DISABLED="true",
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
-    return env
+    return moto.proxy_env(**extra)
 
 
 @pytest.fixture

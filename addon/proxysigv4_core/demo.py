@@ -2,7 +2,6 @@
 handful of unsigned requests that come back signed and accepted; one tampered request that is
 rejected. Needs no network and no AWS account."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -84,18 +83,7 @@ class Proxy:
     """`proxysigv4 run` in a child process, its log lines collected for display."""
 
     def __init__(self, moto: Moto, port: int) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        env.update(
-            AWS_ACCESS_KEY_ID=moto.access_key,
-            AWS_SECRET_ACCESS_KEY=moto.secret_key,
-            AWS_ENDPOINT_URL_STS=moto.url,
-            AWS_DEFAULT_REGION=REGION,
-            AWS_CONFIG_FILE=os.devnull,
-            AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-            AWS_EC2_METADATA_DISABLED="true",
-            DEMO_AWS_ENDPOINT=moto.url,
-            PYTHONUNBUFFERED="1",
-        )
+        env = moto.proxy_env(DEMO_AWS_ENDPOINT=moto.url)
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.lines: list[str] = []

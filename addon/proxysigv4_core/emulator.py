@@ -69,6 +69,23 @@ class Moto:
         with urllib.request.urlopen(request, timeout=10) as response:
             response.read()
 
+    def proxy_env(self, **extra: str) -> dict[str, str]:
+        """Environment for a proxy using the emulator: the user's keys, STS pointed at moto, and
+        no AWS configuration of the machine's own."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(
+            AWS_ACCESS_KEY_ID=self.access_key,
+            AWS_SECRET_ACCESS_KEY=self.secret_key,
+            AWS_ENDPOINT_URL_STS=self.url,
+            AWS_DEFAULT_REGION=REGION,
+            AWS_CONFIG_FILE=os.devnull,
+            AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+            AWS_EC2_METADATA_DISABLED="true",
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(extra)
+        return env
+
     def client(self, service: str, **kw):
         return boto3.client(
             service,
