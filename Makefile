@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= proxysigv4.yaml
 PORT ?= 8080
 
-.PHONY: install test lint format run demo clean bench-streaming
+.PHONY: install test lint format run demo clean bench-streaming bench-hotpath
 
 install: $(STAMP)
 
@@ -45,3 +45,6 @@ clean:
 
 bench-streaming: install
 	$(PY) bench/streaming.py
+
+bench-hotpath: install
+	$(PY) bench/hotpath.py
