@@ -281,11 +281,8 @@ class ProxySigV4:
             return
         pending = _Pending(self._client_target(flow), time.monotonic())
         async with self._answer_errors(flow, pending):
-            fields = _fields(flow.request.headers)
-            check_request_headers(fields)
-            self._authenticate(flow)
-            pending.upstream = self._upstream(flow)
-            pending.plan = plan_request(pending.upstream.route, fields)
+            self._prepare(flow, pending)
+            assert pending.upstream is not None and pending.plan is not None
             if pending.plan.stream:
                 credentials, provider = await self._credentials(pending.upstream.route)
                 self._forward(flow, pending, credentials, provider, body=None)
@@ -307,16 +304,22 @@ class ProxySigV4:
                 flow.kill()
                 return
             if pending.upstream is None:
-                check_request_headers(_fields(flow.request.headers))
-                self._authenticate(flow)
-                pending.upstream = self._upstream(flow)
-                pending.plan = plan_request(pending.upstream.route, _fields(flow.request.headers))
+                self._prepare(flow, pending)
+            assert pending.upstream is not None and pending.plan is not None
             body = flow.request.raw_content or b""
             route = pending.upstream.route
             if len(body) > route.buffer_limit and pending.plan.payload_hash is None:
                 raise body_too_large(route, len(body))
             credentials, provider = await self._credentials(route)
             self._forward(flow, pending, credentials, provider, body=body)
+
+    def _prepare(self, flow: http.HTTPFlow, pending: "_Pending") -> None:
+        """Check, authenticate, route and plan a request from its headers (raises to refuse it)."""
+        fields = _fields(flow.request.headers)
+        check_request_headers(fields)
+        self._authenticate(flow)
+        pending.upstream = self._upstream(flow)
+        pending.plan = plan_request(pending.upstream.route, fields)
 
     def _client_target(self, flow: http.HTTPFlow) -> str:
         # A replayed flow keeps the client path it was first received with.
