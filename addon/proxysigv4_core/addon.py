@@ -25,7 +25,7 @@ from .diagnosis import DIAGNOSIS_HEADER, diagnose, parse_aws_error
 from .headers import check_request_headers, filter_response_headers
 from .inbound import BearerTokens, InboundError, require_auth
 from .routing import RequestRejected, RouteTable, Upstream, resolve, resolve_replay
-from .signing import redact, redact_canonical, sign_upstream
+from .signing import mask_key_id, redact, redact_canonical, sign_upstream
 from .streaming import RequestPlan, body_too_large, content_length, plan_request, streams_response
 
 log = logging.getLogger("proxysigv4")
@@ -73,12 +73,6 @@ class _State:
     config: Config
     table: RouteTable
     bearer: BearerTokens | None  # tokens every request must present, or None
-
-
-def _mask(access_key_id: str | None) -> str | None:
-    if not access_key_id:
-        return None
-    return f"{access_key_id[:4]}…{access_key_id[-4:]}" if len(access_key_id) > 8 else "…"
 
 
 class ProxySigV4:
@@ -249,7 +243,7 @@ class ProxySigV4:
             if provider.last_error:
                 status = f"error: {provider.last_error}"
             elif provider.access_key_id:
-                status = f"ok: {_mask(provider.access_key_id)} via {provider.method}"
+                status = f"ok: {mask_key_id(provider.access_key_id)} via {provider.method}"
             else:
                 status = "not resolved yet"
             lines.append(
@@ -432,7 +426,7 @@ class ProxySigV4:
             "region": route.region,
             "credential_source": route.credential_source,
             "credential_method": provider.method,
-            "access_key_id": _mask(provider.access_key_id),
+            "access_key_id": mask_key_id(provider.access_key_id),
             "signed_at": signed.header("x-amz-date"),
             "credential_scope": signed.string_to_sign.split("\n")[2],
             "signed_headers": list(signed.signed_headers),

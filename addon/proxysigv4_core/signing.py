@@ -28,8 +28,15 @@ _RECORD_KEY = "proxysigv4_canonical"
 
 
 _SIGNATURE = re.compile(r"Signature=[0-9a-f]+")
-_CREDENTIAL = re.compile(r"Credential=([A-Z0-9]{4})[A-Z0-9]*([A-Z0-9]{4})/")
+_CREDENTIAL = re.compile(r"Credential=([A-Z0-9]+)/")
 REDACTED = "<redacted>"
+
+
+def mask_key_id(access_key_id: str | None) -> str | None:
+    """An access key id shown as AKIA…WXYZ: recognisable, not complete."""
+    if not access_key_id:
+        return None
+    return f"{access_key_id[:4]}…{access_key_id[-4:]}" if len(access_key_id) > 8 else "…"
 
 
 def redact(fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -39,7 +46,8 @@ def redact(fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
     for name, value in fields:
         lname = name.lower()
         if lname == "authorization":
-            value = _CREDENTIAL.sub(r"Credential=\1…\2/", _SIGNATURE.sub(f"Signature={REDACTED}", value))
+            value = _SIGNATURE.sub(f"Signature={REDACTED}", value)
+            value = _CREDENTIAL.sub(lambda m: f"Credential={mask_key_id(m[1])}/", value)
         elif lname == "x-amz-security-token":
             value = REDACTED
         out.append((name, value))
