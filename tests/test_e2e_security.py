@@ -351,3 +351,28 @@ def test_200_concurrent_clients_for_20_seconds_no_errors_no_leaks(start_proxy, t
     assert done[0] > 1000
     assert fds_after <= fds_before + 2
     assert Path(f"/proc/{pid}").exists() and proxy.proc.poll() is None
+
+
+def test_session_token_and_signature_echoed_by_aws_never_reach_the_client(start_proxy, tmp_path):
+    """S3 answers SignatureDoesNotMatch with its CanonicalRequest (which holds the session token)
+    and the signature it received: the proxy blanks both before the client sees the body."""
+
+    def echo_error(received):
+        headers = {k.lower(): v for k, v in received.headers}
+        signature = headers["authorization"].rsplit("Signature=", 1)[1]
+        body = (
+            "<Error><Code>SignatureDoesNotMatch</Code><Message>mismatch</Message>"
+            f"<SignatureProvided>{signature}</SignatureProvided><CanonicalRequest>GET\n{received.target}\n\n"
+            f"host:{headers['host']}\nx-amz-security-token:{headers['x-amz-security-token']}\n</CanonicalRequest></Error>"
+        )
+        return 403, [("content-type", "application/xml")], body.encode()
+
+    with FakeSTS() as sts, Upstream(echo_error) as upstream:
+        proxy = start_role_proxy(start_proxy, tmp_path, sts, upstream)
+        r = get(f"{proxy.url}/role/x")
+        assert r.status_code == 403 and "<SignatureProvided><redacted></SignatureProvided>" in r.text
+        sent = dict((k.lower(), v) for k, v in upstream.received[-1].headers)
+        token = sent["x-amz-security-token"]
+        assert token in sts.issued[next(iter(sts.issued))][1] and token not in r.text
+        assert sent["authorization"].rsplit("Signature=", 1)[1] not in r.text
+        assert "x-amz-security-token:<redacted>" in r.text

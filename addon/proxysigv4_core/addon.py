@@ -25,7 +25,7 @@ from .diagnosis import DIAGNOSIS_HEADER, diagnose, parse_aws_error
 from .headers import check_request_headers, filter_response_headers
 from .inbound import BearerTokens, InboundError, require_auth
 from .routing import RequestRejected, RouteTable, Upstream, resolve, resolve_replay
-from .signing import mask_key_id, redact, redact_canonical, sign_upstream
+from .signing import REDACTED, mask_key_id, redact, redact_canonical, sign_upstream
 from .streaming import RequestPlan, body_too_large, content_length, plan_request, streams_response
 
 log = logging.getLogger("proxysigv4")
@@ -466,7 +466,18 @@ class ProxySigV4:
             and not response.stream
         ):
             self._diagnose(flow, in_flight.route)
+            self._scrub_echoed_secrets(response, in_flight.secrets)
         self._finish(flow)
+
+    @staticmethod
+    def _scrub_echoed_secrets(response: http.Response, secrets: tuple[bytes, ...]) -> None:
+        """AWS error bodies can echo the session token and signature (S3's CanonicalRequest,
+        SignatureProvided): the client never sees them."""
+        content = response.content or b""
+        if any(secret in content for secret in secrets):
+            for secret in secrets:
+                content = content.replace(secret, REDACTED.encode())
+            response.content = content
 
     def _diagnose(self, flow: http.HTTPFlow, route: Route) -> None:
         """Attach an explanation when AWS rejected the signature (shown in mitmweb, sent as a header)."""
