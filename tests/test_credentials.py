@@ -37,7 +37,7 @@ def clock(monkeypatch):
 
 
 def provider_with(fake, monkeypatch):
-    monkeypatch.setattr(cred_module, "_load", lambda spec: fake)
+    monkeypatch.setattr(cred_module, "load_credentials", lambda spec: fake)
     return CredentialProvider(SPEC)
 
 

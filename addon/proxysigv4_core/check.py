@@ -5,12 +5,12 @@ import datetime
 import botocore.session
 
 from .config import Config, Route
-from .credentials import _STS_CLIENT_CONFIG, CredentialSpec, _load
+from .credentials import STS_CLIENT_CONFIG, CredentialSpec, load_credentials
 
 
 def _identity(route: Route) -> tuple[str, str]:
     """(caller ARN, expiry) for the route's credentials; raises with botocore's message."""
-    credentials = _load(CredentialSpec.of(route))
+    credentials = load_credentials(CredentialSpec.of(route))
     frozen = credentials.get_frozen_credentials()
     sts = botocore.session.Session().create_client(
         "sts",
@@ -18,7 +18,7 @@ def _identity(route: Route) -> tuple[str, str]:
         aws_access_key_id=frozen.access_key,
         aws_secret_access_key=frozen.secret_key,
         aws_session_token=frozen.token,
-        config=_STS_CLIENT_CONFIG,
+        config=STS_CLIENT_CONFIG,
     )
     arn = sts.get_caller_identity()["Arn"]
     expiry = getattr(credentials, "_expiry_time", None)

@@ -29,7 +29,7 @@ BACKGROUND_REFRESH_BEFORE = 15 * 60
 BLOCKING_REFRESH_BEFORE = 5 * 60
 # After a failure, answer from the remembered error for this long before trying again.
 RETRY_AFTER_FAILURE = 2.0
-_STS_CLIENT_CONFIG = BotocoreConfig(
+STS_CLIENT_CONFIG = BotocoreConfig(
     connect_timeout=5, read_timeout=15, retries={"max_attempts": 3, "mode": "standard"}
 )
 # botocore sessions are not safe to create clients from concurrently.
@@ -65,7 +65,7 @@ class CredentialSpec:
         return f"assume {self.role_arn} from {base}" if self.role_arn else base
 
 
-def _load(spec: CredentialSpec) -> Credentials:
+def load_credentials(spec: CredentialSpec) -> Credentials:
     """Blocking: build botocore credentials for the spec (does not call STS for roles yet)."""
     with _session_lock:
         session = botocore.session.Session(profile=spec.profile)
@@ -81,7 +81,7 @@ def _load(spec: CredentialSpec) -> Credentials:
         extra_args["DurationSeconds"] = spec.duration_seconds
     fetcher = AssumeRoleCredentialFetcher(
         client_creator=functools.partial(
-            _create_client, session, region_name=spec.region, config=_STS_CLIENT_CONFIG
+            _create_client, session, region_name=spec.region, config=STS_CLIENT_CONFIG
         ),
         source_credentials=base,
         role_arn=spec.role_arn,
@@ -118,7 +118,7 @@ class CredentialProvider:
     def _resolve(self) -> None:
         """Blocking (runs in a thread): load or refresh through botocore, then cache."""
         if self._credentials is None:
-            self._credentials = _load(self.spec)
+            self._credentials = load_credentials(self.spec)
         frozen = self._credentials.get_frozen_credentials()
         if not frozen.access_key or not frozen.secret_key:
             raise CredentialError("empty AWS credentials")
