@@ -5,7 +5,6 @@ Per request: resolve route (routing) -> credentials -> filter headers (headers) 
 """
 
 import asyncio
-import contextlib
 import datetime
 import logging
 import os
@@ -37,6 +36,7 @@ _POST_SIGNING_MODIFIERS = frozenset({"map_remote", "modify_headers", "modify_bod
 _AUTH_OPTIONS = frozenset({"proxyauth", "listen_host", "mode"})
 RELOAD_INTERVAL = 1.0
 _SECRET_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "awscrt")
+_SECRET_HEADERS = frozenset({b"authorization", b"x-amz-security-token"})
 
 
 @dataclass
@@ -274,7 +274,7 @@ class ProxySigV4:
         if flow.response or flow.error or not flow.live:
             return
         pending = _Pending(self._client_target(flow), time.monotonic())
-        async with self._answer_errors(flow, pending):
+        try:
             self._prepare(flow, pending)
             assert pending.upstream is not None and pending.plan is not None
             if pending.plan.stream:
@@ -285,6 +285,8 @@ class ProxySigV4:
                 # The body is hashed into the signature, so it is held, not streamed past us.
                 flow.request.stream = False
                 self._pending[flow.id] = pending
+        except Exception as e:
+            self._answer_error(flow, pending, e)
 
     async def request(self, flow: http.HTTPFlow) -> None:
         pending = self._pending.pop(flow.id, None)
@@ -292,7 +294,7 @@ class ProxySigV4:
             return
         if pending is None:  # requestheaders did not see this flow (e.g. injected by an addon)
             pending = _Pending(self._client_target(flow), time.monotonic())
-        async with self._answer_errors(flow, pending):
+        try:
             if flow.request.stream:
                 # Another addon made the body stream after requestheaders: it cannot be signed.
                 flow.kill()
@@ -306,6 +308,8 @@ class ProxySigV4:
                 raise body_too_large(route, len(body))
             credentials, provider = await self._credentials(route)
             self._forward(flow, pending, credentials, provider, body=body)
+        except Exception as e:
+            self._answer_error(flow, pending, e)
 
     def _prepare(self, flow: http.HTTPFlow, pending: "_Pending") -> None:
         """Check, authenticate, route and plan a request from its headers (raises to refuse it)."""
@@ -325,21 +329,22 @@ class ProxySigV4:
         provider = self.credentials.provider(route)
         return await provider.get(), provider
 
-    @contextlib.asynccontextmanager
-    async def _answer_errors(self, flow: http.HTTPFlow, pending: "_Pending"):
+    def _answer_error(self, flow: http.HTTPFlow, pending: "_Pending", error: Exception) -> None:
         """Turn every failure into the proxy's own JSON answer; nothing is forwarded unsigned."""
-        try:
-            yield
-            return
-        except RequestRejected as e:
-            self._refuse(flow, pending, e.status, e.error, e.message, e.headers)
-        except CredentialError as e:
+        if isinstance(error, RequestRejected):
+            self._refuse(flow, pending, error.status, error.error, error.message, error.headers)
+        elif isinstance(error, CredentialError):
             prefix = pending.route_prefix
             self._refuse(
-                flow, pending, 503, "credentials_unavailable", f"credentials for route {prefix}: {e}"
+                flow, pending, 503, "credentials_unavailable", f"credentials for route {prefix}: {error}"
             )
-        except Exception:
-            log.exception("proxysigv4: internal error for %s %s", flow.request.method, pending.client_target)
+        else:
+            log.error(
+                "proxysigv4: internal error for %s %s",
+                flow.request.method,
+                pending.client_target,
+                exc_info=error,
+            )
             message = "proxysigv4 failed to sign this request (see proxy log)"
             self._refuse(flow, pending, 500, "internal_error", message)
         route = pending.upstream.route if pending.upstream else None
@@ -406,12 +411,15 @@ class ProxySigV4:
         close = http1.connection_close(request.http_version, request.headers)
         expect = request.headers.get("expect")
         target = route.target
-        request.scheme = target.scheme
-        request.host = target.host
-        request.port = target.port
-        request.path = upstream.path + (f"?{upstream.query}" if upstream.query else "")
+        # Set the target on the request's data directly: the public setters also rewrite the Host
+        # header, which the signed headers below replace anyway.
+        data = request.data
+        data.scheme = target.scheme.encode()
+        data.host = target.host
+        data.port = target.port
+        data.path = (upstream.path + (f"?{upstream.query}" if upstream.query else "")).encode()
         # Origin-form on HTTP/1 (a client's absolute-form target is not passed on); :authority on h2/h3.
-        request.authority = target.host_header if (request.is_http2 or request.is_http3) else ""
+        data.authority = target.host_header.encode() if (request.is_http2 or request.is_http3) else b""
         request.headers = _headers(signed.headers)
         if close:
             request.headers["connection"] = "close"  # hop-by-hop: never signed, harmless upstream
@@ -431,7 +439,9 @@ class ProxySigV4:
             "credential_scope": signed.string_to_sign.split("\n")[2],
             "signed_headers": list(signed.signed_headers),
             "payload": payload + (" (streamed)" if body is None else ""),
-            "canonical_request": redact_canonical(signed.canonical_request),
+            "canonical_request": (
+                redact_canonical(signed.canonical_request) if credentials.token else signed.canonical_request
+            ),
             "string_to_sign": signed.string_to_sign,
             "replayed": flow.is_replay == "request",
         }
@@ -521,7 +531,9 @@ class ProxySigV4:
         if in_flight is None:
             return
         # The request has left: keep no usable signature or session token in the flow.
-        flow.request.headers = _headers(redact(_fields(flow.request.headers)))
+        headers = flow.request.headers
+        if any(k.lower() in _SECRET_HEADERS for k, _ in headers.fields):
+            flow.request.headers = _headers(redact(_fields(headers)))
         if in_flight.timer is not None:
             in_flight.timer.cancel()
         self._log(flow, in_flight.client_target, in_flight.target_url, in_flight.route, in_flight.started)

@@ -1,0 +1,133 @@
+"""mitmproxy addon for the benchmark: counts event-loop stalls, i.e. single callbacks that kept
+mitmproxy's event loop busy for longer than STALL_MS (a blocking call in a hook shows up here).
+
+Every callback the loop runs goes through `asyncio.Handle._run`; this wraps it with a clock.
+Each stall is recorded with its wall-clock time, so a benchmark can ignore its warm-up. The
+records are written as JSON to $LOOPWATCH_FILE every second and when mitmproxy stops.
+
+    mitmdump -s bench/loopwatch.py ...
+"""
+
+import asyncio
+import gc
+import json
+import os
+import time
+
+STALL_MS = 10.0
+_stalls: list[tuple[float, float, float, str]] = []  # (wall time, ms, ms of it in gc, callback)
+_callbacks = 0
+_gc = {"ms": 0.0, "collections": 0, "worst_ms": 0.0, "started": 0.0}
+
+
+def _gc_clock(phase: str, info: dict) -> None:
+    """Time the garbage collector's pauses: a stall that is mostly gc is not a blocking call."""
+    if phase == "start":
+        _gc["started"] = time.perf_counter()
+    else:
+        spent = (time.perf_counter() - _gc["started"]) * 1000
+        _gc["ms"] += spent
+        _gc["collections"] += 1
+        _gc["worst_ms"] = max(_gc["worst_ms"], spent)
+
+
+def _install() -> None:
+    original = asyncio.events.Handle._run
+    if getattr(original, "_loopwatch", False):
+        return
+    clock = time.perf_counter
+    limit = STALL_MS / 1000
+
+    def _run(self):
+        global _callbacks
+        _callbacks += 1
+        t0, gc0 = clock(), _gc["ms"]
+        try:
+            return original(self)
+        finally:
+            spent = clock() - t0
+            if spent > limit:
+                in_gc = round(_gc["ms"] - gc0, 1)
+                _stalls.append((time.time(), round(spent * 1000, 1), in_gc, repr(self._callback)[:160]))
+
+    _run._loopwatch = True  # type: ignore[attr-defined]
+    asyncio.events.Handle._run = _run  # type: ignore[method-assign]
+    gc.callbacks.append(_gc_clock)
+
+
+def _write() -> None:
+    path = os.environ.get("LOOPWATCH_FILE")
+    if path:
+        with open(path + ".tmp", "w") as f:
+            json.dump({"stall_ms": STALL_MS, "callbacks": _callbacks, "stalls": _stalls, "gc": _gc, "hooks": _hook_time}, f)
+        os.replace(path + ".tmp", path)
+
+
+_HOOKS = ("requestheaders", "request", "responseheaders", "response", "error")
+_hook_time: dict[str, list[float]] = {}  # hook -> [calls, seconds]
+
+
+def _timed(name: str, hook):
+    """Wrap an addon's hook to add up the time it takes (an async hook: until it completes)."""
+    totals = _hook_time.setdefault(name, [0, 0.0])
+    clock = time.perf_counter
+
+    if asyncio.iscoroutinefunction(hook):
+
+        async def timed_async(*args):
+            t0 = clock()
+            try:
+                return await hook(*args)
+            finally:
+                totals[0] += 1
+                totals[1] += clock() - t0
+
+        return timed_async
+
+    def timed(*args):
+        t0 = clock()
+        try:
+            return hook(*args)
+        finally:
+            totals[0] += 1
+            totals[1] += clock() - t0
+
+    return timed
+
+
+def _time_addon_hooks() -> bool:
+    """Time the proxysigv4 addon's hooks (found among the loaded scripts), to report the
+    addon's own share of each request next to mitmproxy's."""
+    from mitmproxy import ctx
+
+    def walk(addons):
+        for addon in addons:
+            yield addon
+            yield from walk(getattr(addon, "addons", None) or [])
+
+    for addon in walk(ctx.master.addons.chain):
+        if type(addon).__name__ == "ProxySigV4":
+            for name in _HOOKS:
+                setattr(addon, name, _timed(name, getattr(addon, name)))
+            return True
+    return False
+
+
+class LoopWatch:
+    def running(self) -> None:
+        asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        found = False
+        while True:
+            # Scripts load asynchronously: look for the addon until it is there.
+            found = found or _time_addon_hooks()
+            await asyncio.sleep(0.2)
+            _write()
+
+    def done(self) -> None:
+        _write()
+
+
+_install()
+addons = [LoopWatch()]

@@ -1,0 +1,265 @@
+"""Throughput benchmark: what the signing addon costs on top of mitmproxy itself.
+
+Four set-ups forward the same requests to one fast local upstream (its own process):
+  direct  the upstream itself (shows it is not the bottleneck),
+  bare    `mitmdump --mode reverse:` to the upstream,
+  static  mitmdump + proxysigv4, a route with static credentials,
+  role    mitmdump + proxysigv4, an assume-role route (credentials from a local STS stand-in).
+For each request kind (GET with a small query, POST with 1 KiB JSON, PUT with 1 MiB) and round,
+the set-ups are measured one after the other in a rotating order: first loaded (N keep-alive
+clients: requests/s, p50, p99), then unloaded (one client: the latency a request pays).
+
+All mitmdump processes also load bench/loopwatch.py, which records event-loop stalls. At the end
+the upstream's samples of signed requests are verified (awscrt) and its counts checked: every
+request through the addon arrived signed.
+"""
+
+import base64
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import conftest  # noqa: E402
+import load  # noqa: E402
+from fakests import FakeSTS  # noqa: E402
+from sigv4_verify import verify  # noqa: E402
+
+KEY, SECRET = "AKIABENCHSTATIC00001", "bench/static/secret"
+ROLE = "arn:aws:iam::123456789012:role/bench"
+SETUPS = ("direct", "bare", "static", "role")
+# A JSON document of exactly 1 KiB (padded with insignificant whitespace).
+JSON_1K = json.dumps({"items": [{"id": i, "name": f"item-{i:04d}"} for i in range(30)]}).encode()[:1000]
+JSON_1K = (JSON_1K[: JSON_1K.rfind(b"},") + 1] + b"]}").ljust(1024, b" ")
+REQUESTS = (
+    load.Request(
+        "GET small query",
+        "GET",
+        "/bench/items/42?limit=10&color=blue%20green&sort=-created",
+        (("Accept", "application/json"), ("User-Agent", "bench/1")),
+        b"",
+    ),
+    load.Request(
+        "POST 1 KiB JSON",
+        "POST",
+        "/bench/items",
+        (("Accept", "application/json"), ("Content-Type", "application/json"), ("User-Agent", "bench/1")),
+        JSON_1K,
+    ),
+    load.Request(
+        "PUT 1 MiB",
+        "PUT",
+        "/bench/objects/blob.bin",
+        (("Content-Type", "application/octet-stream"), ("User-Agent", "bench/1")),
+        os.urandom(1024 * 1024),
+    ),
+)
+
+
+class Setups:
+    """The upstream, the STS stand-in and the three mitmdump processes, all on 127.0.0.1."""
+
+    def __init__(self, workdir: Path, stack: ExitStack) -> None:
+        self.workdir = workdir
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.ports: dict[str, int] = {}
+        self.upstream_port = conftest.free_port()
+        self._spawn("upstream", [sys.executable, str(ROOT / "bench" / "upstream.py"), str(self.upstream_port)])
+        conftest.wait_for_port(self.upstream_port, self.procs["upstream"])
+        self.ports["direct"] = self.upstream_port
+        self.sts = stack.enter_context(FakeSTS())
+        up = f"http://127.0.0.1:{self.upstream_port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env |= {
+            "AWS_ACCESS_KEY_ID": KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET,
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_ENDPOINT_URL_STS": self.sts.url,
+            "PYTHONUNBUFFERED": "1",
+        }
+        watch = ["-s", str(ROOT / "bench" / "loopwatch.py")]
+        port = conftest.free_port()
+        bare = [str(conftest.BIN / "mitmdump"), "--mode", f"reverse:{up}", "--listen-host", "127.0.0.1"]
+        self._mitmdump("bare", [*bare, "-p", str(port), *watch], env, port)
+        route = {"service": "execute-api", "region": "us-east-1"}
+        for name, extra in (("static", {}), ("role", {"roleArn": ROLE})):
+            config = workdir / f"{name}.yaml"
+            config.write_text(yaml.safe_dump({"proxysigv4": {"/bench": {"target": f"{up}/{name}", **route, **extra}}}))
+            port = conftest.free_port()
+            self._mitmdump(name, conftest.mitmdump_command(config, port, *watch), env, port)
+
+    def _spawn(self, name: str, cmd: list[str], env: dict | None = None) -> None:
+        log = open(self.workdir / f"{name}.log", "wb")
+        self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def _mitmdump(self, name: str, cmd: list[str], env: dict, port: int) -> None:
+        self._spawn(name, cmd, env | {"LOOPWATCH_FILE": str(self.workdir / f"{name}.stalls.json")})
+        conftest.wait_for_port(port, self.procs[name])
+        self.ports[name] = port
+
+    def upstream_stats(self) -> dict:
+        import requests
+
+        return requests.get(f"http://127.0.0.1:{self.upstream_port}/__stats", timeout=30).json()
+
+    def stalls(self, name: str) -> dict:
+        return json.loads((self.workdir / f"{name}.stalls.json").read_text())
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            conftest.stop(proc)
+
+
+def _summary(values: list[float], digits: int) -> dict:
+    return {"median": round(statistics.median(values), digits), "min": round(min(values), digits), "max": round(max(values), digits)}
+
+
+def run(rounds: int = 3, clients: int = 20, seconds: float = 2.0, latency_seconds: float = 1.0) -> dict:
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        setups = Setups(Path(tmp), stack)
+        try:
+            for request in REQUESTS:  # warm-up: imports, first credentials, connection set-up
+                for name in SETUPS:
+                    load.run(setups.ports[name], request, 4, 0.3, warmup=0.2)
+            warm_from = time.time()
+            raw: dict[str, dict[str, dict[str, list[float]]]] = {
+                r.name: {s: {"rps": [], "p50_ms": [], "p99_ms": [], "one_p50_ms": [], "one_p99_ms": [], "errors": []} for s in SETUPS}
+                for r in REQUESTS
+            }
+            for n in range(rounds):
+                for request in REQUESTS:
+                    order = SETUPS[n % len(SETUPS) :] + SETUPS[: n % len(SETUPS)]
+                    for name in order:
+                        port = setups.ports[name]
+                        loaded = load.run(port, request, clients, seconds)
+                        single = load.run(port, request, 1, latency_seconds)
+                        row = raw[request.name][name]
+                        row["rps"].append(loaded.rps)
+                        row["p50_ms"].append(loaded.percentile_ms(50))
+                        row["p99_ms"].append(loaded.percentile_ms(99))
+                        row["one_p50_ms"].append(single.percentile_ms(50))
+                        row["one_p99_ms"].append(single.percentile_ms(99))
+                        row["errors"].append(loaded.errors + single.errors)
+            stats = setups.upstream_stats()
+        finally:
+            setups.stop()
+        results = {"requests": {}, "checks": {}}
+        for request in REQUESTS:
+            table = {}
+            for name in SETUPS:
+                row = raw[request.name][name]
+                table[name] = {
+                    "rps": _summary(row["rps"], 0),
+                    "p50_ms": _summary(row["p50_ms"], 2),
+                    "p99_ms": _summary(row["p99_ms"], 2),
+                    "one_client_p50_ms": _summary(row["one_p50_ms"], 3),
+                    "one_client_p99_ms": _summary(row["one_p99_ms"], 3),
+                    "errors": sum(row["errors"]),
+                }
+            for name in ("static", "role"):
+                table[f"{name}/bare"] = {
+                    "rps_ratio": round(table[name]["rps"]["median"] / table["bare"]["rps"]["median"], 3),
+                    "one_client_p50_overhead_ms": round(
+                        table[name]["one_client_p50_ms"]["median"] - table["bare"]["one_client_p50_ms"]["median"], 3
+                    ),
+                }
+            results["requests"][request.name] = table
+        results["checks"] = _checks(setups, stats, warm_from)
+        results["setup"] = {"rounds": rounds, "clients": clients, "seconds": seconds, "latency_seconds": latency_seconds}
+        return results
+
+
+def _checks(setups: Setups, stats: dict, warm_from: float) -> dict:
+    """Every request through the addon arrived signed; sampled signatures verify; STS and stalls."""
+    secrets = {KEY: (SECRET, None)} | {k: (s, t) for k, (s, t, _) in setups.sts.issued.items()}
+    verified = failed = 0
+    failures = []
+    for sample in stats["samples"]:
+        if sample["target"].split("/")[1] not in ("static", "role"):
+            continue
+        body = base64.b64decode(sample["body"])
+        verdict = verify(sample["method"], sample["target"], [tuple(h) for h in sample["headers"]], body, secrets)
+        if verdict.ok:
+            verified += 1
+        else:
+            failed += 1
+            failures.append(f"{sample['method']} {sample['target']}: {verdict.reason}")
+    unsigned = {k: stats["counts"][k] - stats["signed"].get(k, 0) for k in stats["counts"] if k.split()[0] in ("static", "role")}
+    stalls = {}
+    for name in ("bare", "static", "role"):
+        record = setups.stalls(name)
+        after = [s for s in record["stalls"] if s[0] >= warm_from]
+        stalls[name] = {
+            "callbacks": record["callbacks"],
+            "stalls_during_warmup": len(record["stalls"]) - len(after),
+            "stalls_after_warmup": len(after),
+            "worst_after_warmup_ms": max((s[1] for s in after), default=0.0),
+            "examples": [s[2] for s in after[:3]],
+        }
+    return {
+        "signed_requests_received": {k: stats["signed"].get(k, 0) for k in stats["counts"] if k.split()[0] in ("static", "role")},
+        "unsigned_requests_through_addon": sum(unsigned.values()),
+        "sampled_signatures_verified": verified,
+        "sampled_signatures_failed": failed,
+        "signature_failures": failures[:5],
+        "sts_calls": setups.sts.calls,
+        "event_loop_stall_ms": 10.0,
+        "event_loop": stalls,
+    }
+
+
+def print_table(results: dict) -> None:
+    setup = results["setup"]
+    print(
+        f"throughput: {setup['clients']} keep-alive clients x {setup['seconds']:g}s, latency: 1 client x "
+        f"{setup['latency_seconds']:g}s; median of {setup['rounds']} rounds (min-max)"
+    )
+    header = f"{'request':<17}{'set-up':<8}{'req/s':>19}{'p50 ms':>8}{'p99 ms':>8}{'1-client p50':>14}{'p99 ms':>8}"
+    print(header)
+    print("-" * len(header))
+    for kind, table in results["requests"].items():
+        for name in SETUPS:
+            row = table[name]
+            rps = f"{row['rps']['median']:.0f} ({row['rps']['min']:.0f}-{row['rps']['max']:.0f})"
+            print(
+                f"{kind:<17}{name:<8}{rps:>19}{row['p50_ms']['median']:>8.2f}{row['p99_ms']['median']:>8.2f}"
+                f"{row['one_client_p50_ms']['median']:>14.3f}{row['one_client_p99_ms']['median']:>8.3f}"
+                + (f"  errors={row['errors']}" if row["errors"] else "")
+            )
+        for name in ("static", "role"):
+            ratio = table[f"{name}/bare"]
+            print(
+                f"{'':<17}{name + '/bare':<12} req/s ratio {ratio['rps_ratio']:.3f}, "
+                f"1-client p50 overhead {ratio['one_client_p50_overhead_ms']:+.3f} ms"
+            )
+    checks = results["checks"]
+    print(
+        f"checks: unsigned through addon {checks['unsigned_requests_through_addon']}, sampled signatures "
+        f"verified {checks['sampled_signatures_verified']} failed {checks['sampled_signatures_failed']}, "
+        f"STS calls {checks['sts_calls']}"
+    )
+    for name, loop in checks["event_loop"].items():
+        print(
+            f"event loop ({name}): {loop['callbacks']} callbacks, stalls > {checks['event_loop_stall_ms']:g} ms "
+            f"after warm-up {loop['stalls_after_warmup']} (worst {loop['worst_after_warmup_ms']} ms), "
+            f"during warm-up {loop['stalls_during_warmup']}"
+        )
+
+
+if __name__ == "__main__":
+    out = run()
+    print_table(out)
+    Path(ROOT / "bench" / "throughput.json").write_text(json.dumps(out, indent=2) + "\n")
