@@ -15,7 +15,8 @@ import os
 import time
 
 STALL_MS = 10.0
-_stalls: list[tuple[float, float, float, str]] = []  # (wall time, ms, ms of it in gc, callback)
+# (wall-clock time, ms the callback took, ms of it on the CPU, ms of it in gc, callback)
+_stalls: list[tuple[float, float, float, float, str]] = []
 _callbacks = 0
 _gc = {"ms": 0.0, "collections": 0, "worst_ms": 0.0, "started": 0.0}
 
@@ -35,20 +36,21 @@ def _install() -> None:
     original = asyncio.events.Handle._run
     if getattr(original, "_loopwatch", False):
         return
-    clock = time.perf_counter
+    clock, cpu_clock = time.perf_counter, time.thread_time
     limit = STALL_MS / 1000
 
     def _run(self):
         global _callbacks
         _callbacks += 1
-        t0, gc0 = clock(), _gc["ms"]
+        t0, cpu0, gc0 = clock(), cpu_clock(), _gc["ms"]
         try:
             return original(self)
         finally:
             spent = clock() - t0
             if spent > limit:
+                cpu = round((cpu_clock() - cpu0) * 1000, 1)
                 in_gc = round(_gc["ms"] - gc0, 1)
-                _stalls.append((time.time(), round(spent * 1000, 1), in_gc, repr(self._callback)[:160]))
+                _stalls.append((time.time(), round(spent * 1000, 1), cpu, in_gc, repr(self._callback)[:160]))
 
     _run._loopwatch = True  # type: ignore[attr-defined]
     asyncio.events.Handle._run = _run  # type: ignore[method-assign]
@@ -59,38 +61,50 @@ def _write() -> None:
     path = os.environ.get("LOOPWATCH_FILE")
     if path:
         with open(path + ".tmp", "w") as f:
-            json.dump({"stall_ms": STALL_MS, "callbacks": _callbacks, "stalls": _stalls, "gc": _gc, "hooks": _hook_time}, f)
+            json.dump(
+                {
+                    "stall_ms": STALL_MS,
+                    "callbacks": _callbacks,
+                    "stalls": _stalls,
+                    "gc": _gc,
+                    "hooks": _hook_time,
+                },
+                f,
+            )
         os.replace(path + ".tmp", path)
 
 
 _HOOKS = ("requestheaders", "request", "responseheaders", "response", "error")
-_hook_time: dict[str, list[float]] = {}  # hook -> [calls, seconds]
+_hook_time: dict[str, list[float]] = {}  # "METHOD hook" -> [calls, seconds]
 
 
 def _timed(name: str, hook):
-    """Wrap an addon's hook to add up the time it takes (an async hook: until it completes)."""
-    totals = _hook_time.setdefault(name, [0, 0.0])
-    clock = time.perf_counter
+    """Wrap an addon's hook to add up the CPU time it takes (an async hook: until it completes; its
+    hooks do not wait for anything once credentials are cached), per hook and request method."""
+    clock = time.thread_time
+
+    def add(flow, seconds: float) -> None:
+        totals = _hook_time.setdefault(f"{flow.request.method} {name}", [0, 0.0])
+        totals[0] += 1
+        totals[1] += seconds
 
     if asyncio.iscoroutinefunction(hook):
 
-        async def timed_async(*args):
+        async def timed_async(flow):
             t0 = clock()
             try:
-                return await hook(*args)
+                return await hook(flow)
             finally:
-                totals[0] += 1
-                totals[1] += clock() - t0
+                add(flow, clock() - t0)
 
         return timed_async
 
-    def timed(*args):
+    def timed(flow):
         t0 = clock()
         try:
-            return hook(*args)
+            return hook(flow)
         finally:
-            totals[0] += 1
-            totals[1] += clock() - t0
+            add(flow, clock() - t0)
 
     return timed
 

@@ -73,11 +73,8 @@ def measure(url: str, pid: int, size: int) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--mib", type=int, default=1024, help="size of each transfer in MiB")
-    parser.add_argument("--json", default=str(ROOT / "bench" / "streaming.json"))
-    args = parser.parse_args()
+def run(mib: int = 1024) -> dict:
+    """1 GiB (by default) down from a local upstream and up to moto's S3, through mitmdump."""
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         with conftest.running_moto(workdir) as moto, StreamingUpstream() as upstream:
@@ -87,14 +84,27 @@ def main() -> None:
             }
             proc, url = start_mitmdump(routes, conftest.aws_env(moto), workdir)
             try:
-                results = measure(url, proc.pid, args.mib * BLOCK)
+                return measure(url, proc.pid, mib * BLOCK)
             finally:
                 conftest.stop(proc)
-    print(f"streaming {args.mib} MiB through proxysigv4 (idle RSS {results['idle_rss_mib']} MiB)")
+
+
+def print_table(results: dict) -> None:
+    size, idle = results["size_mib"], results["idle_rss_mib"]
+    print(f"streaming {size:g} MiB through proxysigv4 (idle RSS {idle} MiB)")
     print(f"{'transfer':<22}{'seconds':>9}{'MiB/s':>9}{'peak RSS growth MiB':>22}")
     for name in ("download", "upload_s3_moto"):
         r = results[name]
         print(f"{name:<22}{r['seconds']:>9}{r['mib_per_s']:>9}{r['peak_rss_growth_mib']:>22}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--mib", type=int, default=1024, help="size of each transfer in MiB")
+    parser.add_argument("--json", default=str(ROOT / "bench" / "streaming.json"))
+    args = parser.parse_args()
+    results = run(args.mib)
+    print_table(results)
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 
 

@@ -31,8 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import conftest  # noqa: E402
 import load  # noqa: E402
+
+import conftest  # noqa: E402
 from fakests import FakeSTS  # noqa: E402
 from sigv4_verify import verify  # noqa: E402
 
@@ -75,7 +76,9 @@ class Setups:
         self.procs: dict[str, subprocess.Popen] = {}
         self.ports: dict[str, int] = {}
         self.upstream_port = conftest.free_port()
-        self._spawn("upstream", [sys.executable, str(ROOT / "bench" / "upstream.py"), str(self.upstream_port)])
+        self._spawn(
+            "upstream", [sys.executable, str(ROOT / "bench" / "upstream.py"), str(self.upstream_port)]
+        )
         conftest.wait_for_port(self.upstream_port, self.procs["upstream"])
         self.ports["direct"] = self.upstream_port
         self.sts = stack.enter_context(FakeSTS())
@@ -97,7 +100,9 @@ class Setups:
         route = {"service": "execute-api", "region": "us-east-1"}
         for name, extra in (("static", {}), ("role", {"roleArn": ROLE})):
             config = workdir / f"{name}.yaml"
-            config.write_text(yaml.safe_dump({"proxysigv4": {"/bench": {"target": f"{up}/{name}", **route, **extra}}}))
+            config.write_text(
+                yaml.safe_dump({"proxysigv4": {"/bench": {"target": f"{up}/{name}", **route, **extra}}})
+            )
             port = conftest.free_port()
             self._mitmdump(name, conftest.mitmdump_command(config, port, *watch), env, port)
 
@@ -109,6 +114,12 @@ class Setups:
         self._spawn(name, cmd, env | {"LOOPWATCH_FILE": str(self.workdir / f"{name}.stalls.json")})
         conftest.wait_for_port(port, self.procs[name])
         self.ports[name] = port
+
+    def cpu_seconds(self, name: str) -> float:
+        """CPU time (user + system) the set-up's proxy process has used so far."""
+        proc = self.procs["upstream" if name == "direct" else name]
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def upstream_stats(self) -> dict:
         import requests
@@ -124,7 +135,11 @@ class Setups:
 
 
 def _summary(values: list[float], digits: int) -> dict:
-    return {"median": round(statistics.median(values), digits), "min": round(min(values), digits), "max": round(max(values), digits)}
+    return {
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+    }
 
 
 def run(rounds: int = 3, clients: int = 20, seconds: float = 2.0, latency_seconds: float = 1.0) -> dict:
@@ -136,7 +151,18 @@ def run(rounds: int = 3, clients: int = 20, seconds: float = 2.0, latency_second
                     load.run(setups.ports[name], request, 4, 0.3, warmup=0.2)
             warm_from = time.time()
             raw: dict[str, dict[str, dict[str, list[float]]]] = {
-                r.name: {s: {"rps": [], "p50_ms": [], "p99_ms": [], "one_p50_ms": [], "one_p99_ms": [], "errors": []} for s in SETUPS}
+                r.name: {
+                    s: {
+                        "rps": [],
+                        "cpu_ms": [],
+                        "p50_ms": [],
+                        "p99_ms": [],
+                        "one_p50_ms": [],
+                        "one_p99_ms": [],
+                        "errors": [],
+                    }
+                    for s in SETUPS
+                }
                 for r in REQUESTS
             }
             for n in range(rounds):
@@ -144,10 +170,13 @@ def run(rounds: int = 3, clients: int = 20, seconds: float = 2.0, latency_second
                     order = SETUPS[n % len(SETUPS) :] + SETUPS[: n % len(SETUPS)]
                     for name in order:
                         port = setups.ports[name]
+                        cpu0 = setups.cpu_seconds(name)
                         loaded = load.run(port, request, clients, seconds)
+                        cpu = setups.cpu_seconds(name) - cpu0
                         single = load.run(port, request, 1, latency_seconds)
                         row = raw[request.name][name]
                         row["rps"].append(loaded.rps)
+                        row["cpu_ms"].append(cpu * 1000 / max(loaded.requests, 1))
                         row["p50_ms"].append(loaded.percentile_ms(50))
                         row["p99_ms"].append(loaded.percentile_ms(99))
                         row["one_p50_ms"].append(single.percentile_ms(50))
@@ -163,6 +192,8 @@ def run(rounds: int = 3, clients: int = 20, seconds: float = 2.0, latency_second
                 row = raw[request.name][name]
                 table[name] = {
                     "rps": _summary(row["rps"], 0),
+                    # CPU of the process serving the set-up (the upstream for direct), per request
+                    "cpu_ms_per_request": _summary(row["cpu_ms"], 3),
                     "p50_ms": _summary(row["p50_ms"], 2),
                     "p99_ms": _summary(row["p99_ms"], 2),
                     "one_client_p50_ms": _summary(row["one_p50_ms"], 3),
@@ -172,13 +203,25 @@ def run(rounds: int = 3, clients: int = 20, seconds: float = 2.0, latency_second
             for name in ("static", "role"):
                 table[f"{name}/bare"] = {
                     "rps_ratio": round(table[name]["rps"]["median"] / table["bare"]["rps"]["median"], 3),
+                    "cpu_ratio": round(
+                        table["bare"]["cpu_ms_per_request"]["median"]
+                        / table[name]["cpu_ms_per_request"]["median"],
+                        3,
+                    ),
                     "one_client_p50_overhead_ms": round(
-                        table[name]["one_client_p50_ms"]["median"] - table["bare"]["one_client_p50_ms"]["median"], 3
+                        table[name]["one_client_p50_ms"]["median"]
+                        - table["bare"]["one_client_p50_ms"]["median"],
+                        3,
                     ),
                 }
             results["requests"][request.name] = table
         results["checks"] = _checks(setups, stats, warm_from)
-        results["setup"] = {"rounds": rounds, "clients": clients, "seconds": seconds, "latency_seconds": latency_seconds}
+        results["setup"] = {
+            "rounds": rounds,
+            "clients": clients,
+            "seconds": seconds,
+            "latency_seconds": latency_seconds,
+        }
         return results
 
 
@@ -191,26 +234,47 @@ def _checks(setups: Setups, stats: dict, warm_from: float) -> dict:
         if sample["target"].split("/")[1] not in ("static", "role"):
             continue
         body = base64.b64decode(sample["body"])
-        verdict = verify(sample["method"], sample["target"], [tuple(h) for h in sample["headers"]], body, secrets)
+        verdict = verify(
+            sample["method"], sample["target"], [tuple(h) for h in sample["headers"]], body, secrets
+        )
         if verdict.ok:
             verified += 1
         else:
             failed += 1
             failures.append(f"{sample['method']} {sample['target']}: {verdict.reason}")
-    unsigned = {k: stats["counts"][k] - stats["signed"].get(k, 0) for k in stats["counts"] if k.split()[0] in ("static", "role")}
+    unsigned = {
+        k: stats["counts"][k] - stats["signed"].get(k, 0)
+        for k in stats["counts"]
+        if k.split()[0] in ("static", "role")
+    }
     stalls = {}
     for name in ("bare", "static", "role"):
         record = setups.stalls(name)
         after = [s for s in record["stalls"] if s[0] >= warm_from]
+        busy = [s for s in after if s[2] > record["stall_ms"]]  # > 10 ms on the CPU in one callback
+        hooks = record.get("hooks", {})
+        per_method = {}
+        for method in sorted({key.split()[0] for key in hooks}):
+            mine = [v for k, v in hooks.items() if k.split()[0] == method]
+            calls = max(c for c, _ in mine)
+            per_method[method] = round(sum(t for _, t in mine) / calls * 1e6, 1)
         stalls[name] = {
+            "addon_hooks_us_per_request": per_method or None,
+            "gc_worst_ms": round(record["gc"]["worst_ms"], 1),
             "callbacks": record["callbacks"],
             "stalls_during_warmup": len(record["stalls"]) - len(after),
             "stalls_after_warmup": len(after),
             "worst_after_warmup_ms": max((s[1] for s in after), default=0.0),
-            "examples": [s[2] for s in after[:3]],
+            # of those, the callbacks that kept the CPU busy > 10 ms (the others waited: the process
+            # was preempted by the OS, with the load generator and upstream on the same 2 cores)
+            "busy_stalls_after_warmup": len(busy),
+            "busy_stalls_in_gc": sum(1 for s in busy if s[3] >= s[2] / 2),
+            "examples": [s[1:] for s in after[:3]],
         }
     return {
-        "signed_requests_received": {k: stats["signed"].get(k, 0) for k in stats["counts"] if k.split()[0] in ("static", "role")},
+        "signed_requests_received": {
+            k: stats["signed"].get(k, 0) for k in stats["counts"] if k.split()[0] in ("static", "role")
+        },
         "unsigned_requests_through_addon": sum(unsigned.values()),
         "sampled_signatures_verified": verified,
         "sampled_signatures_failed": failed,
@@ -227,7 +291,10 @@ def print_table(results: dict) -> None:
         f"throughput: {setup['clients']} keep-alive clients x {setup['seconds']:g}s, latency: 1 client x "
         f"{setup['latency_seconds']:g}s; median of {setup['rounds']} rounds (min-max)"
     )
-    header = f"{'request':<17}{'set-up':<8}{'req/s':>19}{'p50 ms':>8}{'p99 ms':>8}{'1-client p50':>14}{'p99 ms':>8}"
+    header = (
+        f"{'request':<17}{'set-up':<8}{'req/s':>19}{'CPU ms/req':>11}{'p50 ms':>8}{'p99 ms':>8}"
+        f"{'1-client p50':>14}{'p99 ms':>8}"
+    )
     print(header)
     print("-" * len(header))
     for kind, table in results["requests"].items():
@@ -235,7 +302,8 @@ def print_table(results: dict) -> None:
             row = table[name]
             rps = f"{row['rps']['median']:.0f} ({row['rps']['min']:.0f}-{row['rps']['max']:.0f})"
             print(
-                f"{kind:<17}{name:<8}{rps:>19}{row['p50_ms']['median']:>8.2f}{row['p99_ms']['median']:>8.2f}"
+                f"{kind:<17}{name:<8}{rps:>19}{row['cpu_ms_per_request']['median']:>11.3f}"
+                f"{row['p50_ms']['median']:>8.2f}{row['p99_ms']['median']:>8.2f}"
                 f"{row['one_client_p50_ms']['median']:>14.3f}{row['one_client_p99_ms']['median']:>8.3f}"
                 + (f"  errors={row['errors']}" if row["errors"] else "")
             )
@@ -243,6 +311,7 @@ def print_table(results: dict) -> None:
             ratio = table[f"{name}/bare"]
             print(
                 f"{'':<17}{name + '/bare':<12} req/s ratio {ratio['rps_ratio']:.3f}, "
+                f"CPU-per-request ratio {ratio['cpu_ratio']:.3f}, "
                 f"1-client p50 overhead {ratio['one_client_p50_overhead_ms']:+.3f} ms"
             )
     checks = results["checks"]
@@ -252,11 +321,17 @@ def print_table(results: dict) -> None:
         f"STS calls {checks['sts_calls']}"
     )
     for name, loop in checks["event_loop"].items():
-        print(
-            f"event loop ({name}): {loop['callbacks']} callbacks, stalls > {checks['event_loop_stall_ms']:g} ms "
-            f"after warm-up {loop['stalls_after_warmup']} (worst {loop['worst_after_warmup_ms']} ms), "
-            f"during warm-up {loop['stalls_during_warmup']}"
+        line = (
+            f"event loop ({name}): stalls > {checks['event_loop_stall_ms']:g} ms after warm-up "
+            f"{loop['stalls_after_warmup']} (worst {loop['worst_after_warmup_ms']} ms; "
+            f"> 10 ms on the CPU: {loop['busy_stalls_after_warmup']}, "
+            f"of which in gc: {loop['busy_stalls_in_gc']}), "
+            f"during warm-up {loop['stalls_during_warmup']}; worst gc pause {loop['gc_worst_ms']} ms"
         )
+        if loop["addon_hooks_us_per_request"]:
+            hooks = ", ".join(f"{m} {us}" for m, us in loop["addon_hooks_us_per_request"].items())
+            line += f"; addon hooks CPU per request (µs): {hooks}"
+        print(line)
 
 
 if __name__ == "__main__":

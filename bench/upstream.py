@@ -27,7 +27,9 @@ connections = Counter()
 
 
 def _stats_answer() -> bytes:
-    body = json.dumps({"counts": counts, "signed": signed, "connections": connections, "samples": samples}).encode()
+    body = json.dumps(
+        {"counts": counts, "signed": signed, "connections": connections, "samples": samples}
+    ).encode()
     return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
         len(body),
         body,

@@ -6,6 +6,7 @@ Per request: resolve route (routing) -> credentials -> filter headers (headers) 
 
 import asyncio
 import datetime
+import gc
 import logging
 import os
 import time
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mitmproxy import command, contentviews, ctx, exceptions, http
+from mitmproxy import log as mitmproxy_log
 from mitmproxy.net.http import http1
 from mitmproxy.proxy.mode_specs import ProxyMode
 
@@ -28,6 +30,8 @@ from .signing import REDACTED, mask_key_id, redact, redact_canonical, sign_upstr
 from .streaming import RequestPlan, body_too_large, content_length, plan_request, streams_response
 
 log = logging.getLogger("proxysigv4")
+# The one line per request, on its own logger: see _skip_legacy_log_events.
+request_log = logging.getLogger("proxysigv4.request")
 OPTION = "proxysigv4_config"
 VERBOSE_OPTION = "proxysigv4_verbose"
 # Built-in addons that run after scripts and would change a request after it was signed.
@@ -36,7 +40,8 @@ _POST_SIGNING_MODIFIERS = frozenset({"map_remote", "modify_headers", "modify_bod
 _AUTH_OPTIONS = frozenset({"proxyauth", "listen_host", "mode"})
 RELOAD_INTERVAL = 1.0
 _SECRET_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "awscrt")
-_SECRET_HEADERS = frozenset({b"authorization", b"x-amz-security-token"})
+# Signed headers that hold a secret: hidden in the flow once the request has left.
+_SECRET_HEADERS = frozenset({"authorization", "x-amz-security-token"})
 
 
 @dataclass
@@ -50,6 +55,8 @@ class _InFlight:
     timer: asyncio.TimerHandle | None = None
     # What AWS may echo back in an error body (S3 does): scrubbed before the client sees it.
     secrets: tuple[bytes, ...] = ()
+    # The signed headers with their secrets hidden, put back into the flow once it has left.
+    redacted: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -60,6 +67,9 @@ class _Pending:
     started: float
     upstream: Upstream | None = None
     plan: RequestPlan | None = None
+    # The request headers as read in requestheaders: reused if no addon replaced them since.
+    raw_fields: tuple | None = None
+    fields: list[tuple[str, str]] | None = None
 
     @property
     def route_prefix(self) -> str | None:
@@ -85,6 +95,7 @@ class ProxySigV4:
         self._watcher: asyncio.Task | None = None
         self._config_mark: tuple[int, int] | None = None  # (mtime, size) of the file last read
         self._verbose = False
+        self._frozen_after: set = set()  # credential providers loaded since the last gc.freeze()
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -162,8 +173,13 @@ class ProxySigV4:
         self._prefetch_credentials()
 
     def running(self) -> None:
+        _skip_legacy_log_events()
         self._prefetch_credentials()
         if self._watcher is None:
+            # Everything loaded so far (mitmproxy, botocore's modules and data) lives as long as the
+            # process: take it out of the collector's view, so that a full collection no longer
+            # walks it and stalls the event loop for tens of milliseconds.
+            gc.freeze()
             loop = asyncio.get_running_loop()
             self._watcher = loop.create_task(self._watch_config())
             self._greeting = loop.create_task(self._announce())
@@ -313,7 +329,8 @@ class ProxySigV4:
 
     def _prepare(self, flow: http.HTTPFlow, pending: "_Pending") -> None:
         """Check, authenticate, route and plan a request from its headers (raises to refuse it)."""
-        fields = _fields(flow.request.headers)
+        pending.raw_fields = flow.request.headers.fields
+        pending.fields = fields = _fields(flow.request.headers)
         check_request_headers(fields)
         self._authenticate(flow)
         pending.upstream = self._upstream(flow)
@@ -327,7 +344,13 @@ class ProxySigV4:
 
     async def _credentials(self, route: Route):
         provider = self.credentials.provider(route)
-        return await provider.get(), provider
+        credentials = await provider.get()
+        if provider not in self._frozen_after:
+            # The first load built botocore clients and read service models (assume-role, SSO):
+            # long-lived too, so out of the collector's view as well (see `running`).
+            self._frozen_after.add(provider)
+            gc.freeze()
+        return credentials, provider
 
     def _answer_error(self, flow: http.HTTPFlow, pending: "_Pending", error: Exception) -> None:
         """Turn every failure into the proxy's own JSON answer; nothing is forwarded unsigned."""
@@ -396,7 +419,9 @@ class ProxySigV4:
         assert upstream is not None and plan is not None
         route = upstream.route
         request = flow.request
-        fields = _fields(request.headers)
+        fields = pending.fields
+        if fields is None or request.headers.fields is not pending.raw_fields:
+            fields = _fields(request.headers)
         signed = sign_upstream(
             upstream,
             request.method,
@@ -420,16 +445,18 @@ class ProxySigV4:
         data.path = (upstream.path + (f"?{upstream.query}" if upstream.query else "")).encode()
         # Origin-form on HTTP/1 (a client's absolute-form target is not passed on); :authority on h2/h3.
         data.authority = target.host_header.encode() if (request.is_http2 or request.is_http3) else b""
-        request.headers = _headers(signed.headers)
+        sent = list(signed.headers)
         if close:
-            request.headers["connection"] = "close"  # hop-by-hop: never signed, harmless upstream
+            sent.append(("connection", "close"))  # hop-by-hop: never signed, harmless upstream
         if expect:
-            request.headers["expect"] = expect  # never signed; mitmproxy removes it before sending
+            sent.append(("expect", expect))  # never signed; mitmproxy removes it before sending
+        request.headers = _headers(sent)
+        target_url = upstream.url
         payload = plan.payload_hash or f"hashed, sha256 {signed.canonical_request.rsplit(chr(10), 1)[-1]}"
         flow.metadata["proxysigv4"] = {
             "route": route.prefix,
             "client_path": pending.client_target,
-            "target_url": upstream.url,
+            "target_url": target_url,
             "service": route.service,
             "region": route.region,
             "credential_source": route.credential_source,
@@ -445,9 +472,17 @@ class ProxySigV4:
             "string_to_sign": signed.string_to_sign,
             "replayed": flow.is_replay == "request",
         }
+        secret_headers = [(k, v) for k, v in signed.headers if k.lower() in _SECRET_HEADERS]
         signature = (signed.header("authorization") or "").rsplit("Signature=", 1)[-1]
         echoed = tuple(v.encode() for v in (credentials.token, signature) if v)
-        in_flight = _InFlight(route, pending.client_target, upstream.url, pending.started, secrets=echoed)
+        in_flight = _InFlight(
+            route,
+            pending.client_target,
+            target_url,
+            pending.started,
+            secrets=echoed,
+            redacted=tuple(redact(secret_headers)),
+        )
         if route.timeout:
             in_flight.timer = asyncio.get_running_loop().call_later(
                 route.timeout, self._on_timeout, flow, route.timeout
@@ -461,7 +496,9 @@ class ProxySigV4:
             return
         route = in_flight.route
         fields = _fields(flow.response.headers)
-        flow.response.headers = _headers(filter_response_headers(route.response_headers, fields))
+        kept = filter_response_headers(route.response_headers, fields)
+        if len(kept) != len(fields):
+            flow.response.headers = _headers(kept)
         stream = streams_response(route, fields, flow.request.method)
         if stream is not None:
             flow.response.stream = stream
@@ -532,8 +569,8 @@ class ProxySigV4:
             return
         # The request has left: keep no usable signature or session token in the flow.
         headers = flow.request.headers
-        if any(k.lower() in _SECRET_HEADERS for k, _ in headers.fields):
-            flow.request.headers = _headers(redact(_fields(headers)))
+        for name, value in in_flight.redacted:
+            headers[name] = value
         if in_flight.timer is not None:
             in_flight.timer.cancel()
         self._log(flow, in_flight.client_target, in_flight.target_url, in_flight.route, in_flight.started)
@@ -567,7 +604,7 @@ class ProxySigV4:
         extra = ""
         if self._verbose and "signed_headers" in flow.metadata.get("proxysigv4", {}):
             extra = " signed=" + ";".join(flow.metadata["proxysigv4"]["signed_headers"])
-        log.info(
+        request_log.info(
             "%s %s -> %s %s %.1fms %sB route=%s %s%s",
             flow.request.method,
             client_target,
@@ -579,6 +616,20 @@ class ProxySigV4:
             f"{route.service}/{route.region}" if route else "-",
             extra,
         )
+
+
+def _is_request_line(record: logging.LogRecord) -> bool:
+    return record.name != request_log.name
+
+
+def _skip_legacy_log_events() -> None:
+    """mitmproxy hands every log record to its deprecated `add_log` event as well, which wakes the
+    event loop and calls every addon (about 0.1 ms a record, as much as the rest of this addon's
+    work on a request): the per-request lines skip that path. Terminal, mitmweb's event log and
+    other handlers still get them."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, mitmproxy_log.LegacyLogEvents) and _is_request_line not in handler.filters:
+            handler.addFilter(_is_request_line)
 
 
 def _file_mark(path: str) -> tuple[int, int] | None:

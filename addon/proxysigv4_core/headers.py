@@ -10,6 +10,7 @@ from .rejection import RequestRejected
 # Request headers larger than this in total are refused (AWS's own limits are lower still).
 MAX_HEADER_BYTES = 64 * 1024
 _FORBIDDEN_IN_HEADERS = re.compile(r"[\r\n\x00]")
+_DECISIONS_KEPT = 1024
 
 # The seed plugin's nine, plus conditional/range requests, content coding and AWS data headers.
 DEFAULT_REQUEST_HEADERS = (
@@ -104,12 +105,19 @@ class HeaderPolicy:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_allowed", _compile(self.patterns))
         object.__setattr__(self, "_removed", _compile(self.always_removed_patterns))
+        object.__setattr__(self, "_decided", {})  # name as sent -> allowed? (bounded below)
 
     def allows(self, name: str) -> bool:
-        lname = name.lower()
-        if lname in self.always_removed or self._removed.match(lname):
-            return False
-        return self._allowed.match(lname) is not None
+        decided = self._decided.get(name)
+        if decided is None:
+            lname = name.lower()
+            decided = not (lname in self.always_removed or self._removed.match(lname)) and (
+                self._allowed.match(lname) is not None
+            )
+            if len(self._decided) >= _DECISIONS_KEPT:  # names are client-chosen: keep the memo small
+                self._decided.clear()
+            self._decided[name] = decided
+        return decided
 
     def filter(self, headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         return [(name, value) for name, value in headers if self.allows(name)]

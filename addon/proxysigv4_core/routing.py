@@ -4,6 +4,7 @@ Longest prefix on path-segment boundaries wins. The forwarded path is the target
 plus the remainder after the route prefix, with no implicit trailing slash.
 """
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ _DECODE_ROUNDS = 3
 # Slash look-alikes that NFKC leaves alone but confusable-folding hops may not.
 _SLASH_LOOKALIKES = ("\u2215", "\u2044", "\u2216", "\u29f5", "\u29f8", "\u29f9", "\ufe68")
 _SLASHES = re.compile(r"/{2,}")
+# Paths made only of these need no decoding checks (no '%', no controls, no '\\', ASCII).
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9/_~!$&'()*+,;=:@.-]*")
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,8 @@ def check_path(raw_path: str) -> None:
     """Reject paths that could climb above a route prefix or confuse a later hop."""
     if not raw_path.startswith("/"):
         raise RequestRejected(400, "invalid_path", "request target must be an origin-form path")
+    if _PLAIN_PATH.fullmatch(raw_path) and not any(seg in (".", "..") for seg in raw_path.split("/")):
+        return  # no escapes, no controls, ASCII only: nothing decodes or folds into anything else
     if not raw_path.isascii() or _CONTROL.search(raw_path) or "\\" in raw_path:
         raise RequestRejected(400, "invalid_path", "raw non-ASCII, control characters or '\\' in path")
     if _BAD_ESCAPE.search(raw_path):
@@ -99,7 +104,7 @@ class RouteTable:
     def match(self, raw_path: str) -> tuple[Route, list[str]] | None:
         """The route for a raw path and the raw segments after its prefix."""
         raw = _segments(raw_path)
-        decoded = [unquote(s) for s in raw]
+        decoded = [unquote(s) for s in raw] if "%" in raw_path else raw
         for prefix, route in self._routes:
             if tuple(decoded[: len(prefix)]) == prefix:
                 return route, raw[len(prefix) :]
@@ -124,6 +129,7 @@ def join_path(target_path: str, remainder: list[str]) -> str:
     return target_path.rstrip("/") + "/" + "/".join(remainder)
 
 
+@functools.lru_cache(maxsize=2048)
 def canonical_query(raw_query: str) -> str:
     """Re-encode each parameter the way SigV4 canonicalises it, keeping the client's order.
 

@@ -140,26 +140,27 @@ def sign_request(
     on the same input and the tests require both to agree, byte for byte.
     """
     timestamp = (now or datetime.datetime.now(datetime.UTC)).strftime(SIGV4_TIMESTAMP)
-    items = [("Host", host_header), *headers]
+    # (name, value, lower-case name), in order; names are compared lower-cased as HTTPHeaders does.
+    items = [("Host", host_header, "host"), *((k, v, k.lower()) for k, v in headers)]
     if payload_hash is not None and not is_s3:  # SigV4Auth takes the payload hash from this header
-        items.append(("X-Amz-Content-SHA256", payload_hash))
+        items.append(("X-Amz-Content-SHA256", payload_hash, "x-amz-content-sha256"))
     elif payload_hash is None and service in _CONTENT_SHA256_SERVICES:
-        items.append(("X-Amz-Content-SHA256", hashlib.sha256(body).hexdigest()))
+        items.append(("X-Amz-Content-SHA256", hashlib.sha256(body).hexdigest(), "x-amz-content-sha256"))
     # _modify_request_before_signing
     items = _without(items, "authorization")
     if _first(items, "date") is not None:
         when = datetime.datetime.strptime(timestamp, SIGV4_TIMESTAMP)
         items = _without(_without(items, "date"), "x-amz-date")
-        items.append(("Date", formatdate(int(calendar.timegm(when.timetuple())))))
+        items.append(("Date", formatdate(int(calendar.timegm(when.timetuple()))), "date"))
     else:
         items = _without(items, "x-amz-date")
-        items.append(("X-Amz-Date", timestamp))
+        items.append(("X-Amz-Date", timestamp, "x-amz-date"))
     if credentials.token:
         items = _without(items, "x-amz-security-token")
-        items.append(("X-Amz-Security-Token", credentials.token))
+        items.append(("X-Amz-Security-Token", credentials.token, "x-amz-security-token"))
     if is_s3:
         items = _without(items, "x-amz-content-sha256")
-        items.append(("X-Amz-Content-SHA256", payload_hash or _body_sha256(body)))
+        items.append(("X-Amz-Content-SHA256", payload_hash or _body_sha256(body), "x-amz-content-sha256"))
     # canonical_request
     parts = urlsplit(url)
     path = parts.path if is_s3 else quote(normalize_url_path(parts.path), safe="/~")
@@ -167,8 +168,7 @@ def sign_request(
     if parts.query:
         query = "&".join(f"{k}={v}" for k, v in sorted(q.partition("=")[::2] for q in parts.query.split("&")))
     to_sign: dict[str, list[str]] = {}
-    for name, value in items:
-        lname = name.lower()
+    for _, value, lname in items:
         if lname not in _NOT_SIGNED:
             to_sign.setdefault(lname, []).append(value)
     if "host" not in to_sign:
@@ -190,22 +190,21 @@ def sign_request(
     )
     key = _signing_key(credentials.secret_key, timestamp[:8], region, service)
     signature = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
-    items.append(
-        (
-            "Authorization",
-            f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
-            f"SignedHeaders={signed_headers}, Signature={signature}",
-        )
+    authorization = (
+        f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
+        f"SignedHeaders={signed_headers}, Signature={signature}"
     )
-    return SignedRequest(items, tuple(names), canonical_request, string_to_sign)
+    out = [(k, v) for k, v, _ in items]
+    out.append(("Authorization", authorization))
+    return SignedRequest(out, tuple(names), canonical_request, string_to_sign)
 
 
-def _without(items: list[tuple[str, str]], lname: str) -> list[tuple[str, str]]:
-    return [item for item in items if item[0].lower() != lname]
+def _without(items: list[tuple[str, str, str]], lname: str) -> list[tuple[str, str, str]]:
+    return [item for item in items if item[2] != lname]
 
 
-def _first(items: list[tuple[str, str]], lname: str) -> str | None:
-    return next((v for k, v in items if k.lower() == lname), None)
+def _first(items: list[tuple[str, str, str]], lname: str) -> str | None:
+    return next((v for _, v, n in items if n == lname), None)
 
 
 def _body_sha256(body: bytes) -> str:
