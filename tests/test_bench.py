@@ -1,0 +1,87 @@
+"""The benchmark's own machinery, in a short run: every request through the addon reaches the
+upstream signed and its sampled signatures verify, STS is called once, and the loop watcher
+counts a callback that blocks the event loop."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import requests
+
+import conftest
+
+BENCH = conftest.ROOT / "bench"
+sys.path.insert(0, str(BENCH))
+
+import throughput  # noqa: E402
+
+
+def test_short_benchmark_run_checks_signatures_and_sts():
+    results = throughput.run(rounds=1, clients=4, seconds=0.3, latency_seconds=0.2)
+    checks = results["checks"]
+    assert checks["unsigned_requests_through_addon"] == 0
+    assert checks["sampled_signatures_failed"] == 0, checks["signature_failures"]
+    assert checks["sampled_signatures_verified"] >= 6  # first request per method, static and role
+    assert checks["sts_calls"] == 1
+    for kind, table in results["requests"].items():
+        for name in throughput.SETUPS:
+            assert table[name]["errors"] == 0, (kind, name)
+            assert table[name]["rps"]["median"] > 0, (kind, name)
+    hooks = checks["event_loop"]["static"]["addon_hooks_us_per_request"]
+    assert set(hooks) == {"GET", "POST", "PUT"}
+
+
+BLOCKING_SCRIPT = """
+import time
+
+class Block:
+    def request(self, flow):
+        if flow.request.path.startswith("/block"):
+            time.sleep(0.05)      # waits: the loop is stuck but not busy
+        elif flow.request.path.startswith("/spin"):
+            end = time.thread_time() + 0.05
+            while time.thread_time() < end:   # busy: 50 ms on the CPU
+                pass
+
+addons = [Block()]
+"""
+
+
+def test_loopwatch_counts_blocking_and_busy_callbacks(tmp_path):
+    script = tmp_path / "stall_maker.py"
+    script.write_text(BLOCKING_SCRIPT)
+    record = tmp_path / "stalls.json"
+    with conftest.Upstream(lambda r: (200, [], b"ok")) as upstream:
+        port = conftest.free_port()
+        cmd = [
+            str(conftest.BIN / "mitmdump"),
+            "--mode",
+            f"reverse:{upstream.url}",
+            "--listen-host",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-s",
+            str(BENCH / "loopwatch.py"),
+            "-s",
+            str(script),
+        ]
+        env = {**os.environ, "LOOPWATCH_FILE": str(record)}
+        log = open(tmp_path / "mitmdump.log", "wb")
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            conftest.wait_for_port(port, proc)
+            base = f"http://127.0.0.1:{port}"
+            for _ in range(3):
+                requests.get(f"{base}/fast", timeout=10).raise_for_status()
+            since = time.time()
+            requests.get(f"{base}/block", timeout=10).raise_for_status()
+            requests.get(f"{base}/spin", timeout=10).raise_for_status()
+        finally:
+            conftest.stop(proc)
+    stalls = [s for s in json.loads(record.read_text())["stalls"] if s[0] >= since]
+    # (time, ms, cpu ms, gc ms, callback): one waited ~50 ms, one spun ~50 ms on the CPU
+    assert any(s[1] >= 45 and s[2] < 10 for s in stalls), stalls
+    assert any(s[1] >= 45 and s[2] >= 45 for s in stalls), stalls
