@@ -36,7 +36,7 @@ def test_short_benchmark_run_checks_signatures_and_sts():
 BLOCKING_SCRIPT = """
 import time
 
-class Block:
+class StallMaker:
     def request(self, flow):
         if flow.request.path.startswith("/block"):
             time.sleep(0.05)      # waits: the loop is stuck but not busy
@@ -45,7 +45,7 @@ class Block:
             while time.thread_time() < end:   # busy: 50 ms on the CPU
                 pass
 
-addons = [Block()]
+addons = [StallMaker()]
 """
 
 

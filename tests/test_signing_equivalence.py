@@ -15,9 +15,26 @@ from proxysigv4_core.signing import sign_request, sign_request_botocore
 WHEN = datetime.datetime(2026, 11, 26, 23, 59, 58, tzinfo=datetime.UTC)
 
 SEGMENT = st.sampled_from(
-    ["api", "v1", "items", "%20", "a%2Fb", "caf%C3%A9", "~x", "a+b", "x:y", "k=v", "it's", "", "%25", "!$&()*,;@"]
+    [
+        "api",
+        "v1",
+        "items",
+        "%20",
+        "a%2Fb",
+        "caf%C3%A9",
+        "~x",
+        "a+b",
+        "x:y",
+        "k=v",
+        "it's",
+        "",
+        "%25",
+        "!$&()*,;@",
+    ]
 )
-QUERY_PIECE = st.sampled_from(["a", "b", "a=1", "a=2", "b=", "x=%20y", "z=%2F", "empty", "k=v%3Dw", "~=_", "A=1"])
+QUERY_PIECE = st.sampled_from(
+    ["a", "b", "a=1", "a=2", "b=", "x=%20y", "z=%2F", "empty", "k=v%3Dw", "~=_", "A=1"]
+)
 HEADER_NAME = st.sampled_from(
     [
         "Accept",
@@ -42,7 +59,14 @@ HEADER_VALUE = st.text(
     alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x17F, blacklist_characters="\x7f"), max_size=12
 ).map(lambda v: v.replace("\r", "").replace("\n", ""))
 SERVICE = st.sampled_from(
-    [("execute-api", False), ("s3", True), ("aoss", False), ("es", False), ("lambda", False), ("bedrock", False)]
+    [
+        ("execute-api", False),
+        ("s3", True),
+        ("aoss", False),
+        ("es", False),
+        ("lambda", False),
+        ("bedrock", False),
+    ]
 )
 
 
