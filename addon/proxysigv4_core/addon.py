@@ -25,6 +25,7 @@ from .credentials import CredentialError, CredentialStore
 from .diagnosis import DIAGNOSIS_HEADER, diagnose, parse_aws_error
 from .headers import check_request_headers, filter_response_headers
 from .inbound import BearerTokens, InboundError, require_auth
+from .presign import DEFAULT_EXPIRES, PresignError, presign
 from .routing import RequestRejected, RouteTable, Upstream, resolve, resolve_replay
 from .signing import REDACTED, mask_key_id, redact, redact_canonical, sign_upstream
 from .streaming import RequestPlan, body_too_large, content_length, plan_request, streams_response
@@ -283,6 +284,31 @@ class ProxySigV4:
             provider.reset()
             provider.start_background_refresh()
         return f"proxysigv4: re-resolving credentials for {', '.join(r.prefix for r in routes)}"
+
+    @command.command("sigv.presign")
+    def presign(self, method: str, path: str, expires: int = DEFAULT_EXPIRES) -> str:
+        """A presigned URL for the route that `path` (a client path, e.g. /s3/bucket/key) matches:
+        valid `expires` seconds (default 3600), for `method` without a body."""
+        if self.state is None:
+            raise exceptions.CommandError("proxysigv4: no route table loaded")
+
+        def credentials_for(route: Route):
+            provider = self.credentials.provider(route)
+            frozen = provider.cached()
+            if frozen is None:
+                provider.start_background_refresh()
+                raise exceptions.CommandError(
+                    f"proxysigv4: credentials for route {route.prefix} are not loaded yet"
+                    + (f" ({provider.last_error})" if provider.last_error else "")
+                    + "; try again in a moment"
+                )
+            return frozen
+
+        try:
+            _, url = presign(self.state.table, method, path, credentials_for, expires)
+        except (RequestRejected, PresignError) as e:
+            raise exceptions.CommandError(f"proxysigv4: {e}") from e
+        return url
 
     # ---- requests --------------------------------------------------------------------------
     async def requestheaders(self, flow: http.HTTPFlow) -> None:

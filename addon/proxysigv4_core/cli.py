@@ -23,6 +23,7 @@ EXAMPLES = """examples:
   proxysigv4 check -c proxysigv4.yaml    # resolve credentials and ask STS who each route is
   proxysigv4 check --offline             # validate the file only
   proxysigv4 demo                        # local AWS emulator + proxy: watch signing work
+  proxysigv4 presign GET /s3/bucket/report.pdf --expires 600   # a signed link, valid 10 minutes
 """
 
 
@@ -75,6 +76,18 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("-p", "--port", type=int, default=0, help="proxy port (default: a free one)")
     demo.add_argument(
         "--once", action="store_true", help="run the demo requests and exit (0 if all went as expected)"
+    )
+    presign = sub.add_parser(
+        "presign",
+        help="print a presigned URL for a route's target",
+        description="Print a presigned URL (query-string SigV4) for the route that PATH matches, "
+        "as the proxy would route it: hand it to a browser or a colleague.",
+    )
+    presign.add_argument("-c", "--config", default="proxysigv4.yaml")
+    presign.add_argument("method", help="HTTP method the URL is for (GET, PUT, ...)")
+    presign.add_argument("path", help="a client path the proxy would receive, e.g. /s3/bucket/key?x=1")
+    presign.add_argument(
+        "--expires", type=int, default=3600, help="validity in seconds (default 3600, at most 604800)"
     )
     return p
 
@@ -149,6 +162,35 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- presign ----------------------------------------------------------------------------------
+def cmd_presign(args: argparse.Namespace) -> int:
+    from .credentials import CredentialSpec, load_credentials
+    from .presign import PresignError, presign
+    from .routing import RequestRejected, RouteTable
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        raise CliError(str(e)) from e
+
+    def credentials_for(route):
+        return load_credentials(CredentialSpec.of(route)).get_frozen_credentials()
+
+    try:
+        upstream, url = presign(
+            RouteTable(config.routes), args.method, args.path, credentials_for, args.expires
+        )
+    except (RequestRejected, PresignError) as e:
+        raise CliError(str(e)) from e
+    print(url)
+    print(
+        f"route {upstream.route.prefix} ({upstream.route.service}/{upstream.route.region}), "
+        f"{args.method.upper()}, valid {args.expires} s",
+        file=sys.stderr,
+    )
+    return 0
+
+
 # ---- demo -------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
@@ -159,7 +201,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        handler = {"run": cmd_run, "check": cmd_check, "demo": cmd_demo}[args.command]
+        handler = {"run": cmd_run, "check": cmd_check, "demo": cmd_demo, "presign": cmd_presign}[args.command]
         return handler(args)
     except KeyboardInterrupt:
         return 130

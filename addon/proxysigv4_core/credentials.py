@@ -164,6 +164,10 @@ class CredentialProvider:
             raise CredentialError(f"{self.spec.describe()}: {self.last_error or 'credentials expired'}")
         return self._frozen  # type: ignore[return-value]
 
+    def cached(self) -> ReadOnlyCredentials | None:
+        """The credentials already loaded, unless about to expire; None otherwise (never blocks)."""
+        return self._frozen if self._usable(BLOCKING_REFRESH_BEFORE) else None
+
     def reset(self) -> None:
         """Forget everything: the next `get` resolves from scratch (e.g. after `aws sso login`)."""
         self._credentials = None

@@ -1,0 +1,53 @@
+"""Presigned URLs for a route's target: a signed link to hand to a browser or a colleague.
+
+The client path goes through the same routing and path hardening as a proxied request; botocore's
+query-string signers (S3SigV4QueryAuth for S3, SigV4QueryAuth otherwise) sign the result.
+"""
+
+from botocore.auth import S3SigV4QueryAuth, SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import ReadOnlyCredentials
+
+from .routing import RouteTable, Upstream, resolve
+
+DEFAULT_EXPIRES = 3600
+MAX_EXPIRES = 7 * 24 * 3600  # SigV4's limit for query-string authentication
+METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"})
+
+
+class PresignError(ValueError):
+    """The request cannot be presigned; the message is safe to show."""
+
+
+def check_presign(method: str, expires: int) -> str:
+    method = method.upper()
+    if method not in METHODS:
+        raise PresignError(f"unknown HTTP method {method!r}")
+    if not 1 <= expires <= MAX_EXPIRES:
+        raise PresignError(f"expires must be between 1 and {MAX_EXPIRES} seconds (7 days), not {expires}")
+    return method
+
+
+def presign_upstream(upstream: Upstream, method: str, credentials: ReadOnlyCredentials, expires: int) -> str:
+    """The presigned URL for an already resolved upstream request (no body: its hash is that of
+    an empty payload, or UNSIGNED-PAYLOAD for S3)."""
+    method = check_presign(method, expires)
+    route = upstream.route
+    request = AWSRequest(method=method, url=upstream.url)
+    signer = S3SigV4QueryAuth if route.is_s3 else SigV4QueryAuth
+    signer(credentials, route.service, route.region, expires=expires).add_auth(request)
+    return request.url
+
+
+def presign(
+    table: RouteTable,
+    method: str,
+    client_target: str,
+    credentials_for,
+    expires: int = DEFAULT_EXPIRES,
+) -> tuple[Upstream, str]:
+    """Route `client_target` (path and query, as a client would send it to the proxy) and presign
+    it with the credentials `credentials_for(route)` returns."""
+    check_presign(method, expires)
+    upstream = resolve(table, client_target)
+    return upstream, presign_upstream(upstream, method, credentials_for(upstream.route), expires)

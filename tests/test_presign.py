@@ -1,0 +1,177 @@
+"""Presigned URLs: each one is re-signed independently with awscrt in query-string mode (from the
+URL alone) and must carry the same signature; routing and hardening apply as for requests."""
+
+import asyncio
+import datetime
+import io
+import os
+import subprocess
+import sys
+from unittest import mock
+from urllib.parse import parse_qsl, quote, urlsplit
+
+import pytest
+from awscrt import auth as crt_auth
+from awscrt import http as crt_http
+from botocore.credentials import ReadOnlyCredentials
+from mitmproxy import exceptions
+from mitmproxy.test import taddons
+
+from proxysigv4_core import ProxySigV4
+from proxysigv4_core.config import parse_config
+from proxysigv4_core.presign import MAX_EXPIRES, PresignError, presign
+from proxysigv4_core.routing import RequestRejected, RouteTable
+
+KEY, SECRET = "AKIAPRESIGNTEST00001", "presign/secret"
+WHEN = datetime.datetime(2026, 11, 26, 12, 0, 0, tzinfo=datetime.UTC)
+TABLE = RouteTable(
+    parse_config(
+        {
+            "proxysigv4": {
+                "/api": "https://abc123.execute-api.eu-west-1.amazonaws.com/prod",
+                "/s3": "https://s3.eu-central-1.amazonaws.com",
+                "/local": {"target": "http://127.0.0.1:9000/base", "service": "s3", "region": "us-east-1"},
+            }
+        },
+        "test",
+    ).routes
+)
+
+
+def crt_signature(url: str, method: str, token: str | None) -> tuple[str, str]:
+    """(awscrt's signature, ours) for a presigned URL, re-signed by awscrt from the URL alone."""
+    parts = urlsplit(url)
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    ours = dict(params)
+    region, service = ours["X-Amz-Credential"].split("/")[2:4]
+    is_s3 = service == "s3"
+    plain = [(k, v) for k, v in params if not k.startswith("X-Amz-")]
+    query = "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in plain)
+    request = crt_http.HttpRequest(
+        method=method,
+        path=parts.path + (f"?{query}" if query else ""),
+        headers=crt_http.HttpHeaders([("host", parts.netloc)]),
+        body_stream=io.BytesIO(b""),
+    )
+    config = crt_auth.AwsSigningConfig(
+        algorithm=crt_auth.AwsSigningAlgorithm.V4,
+        signature_type=crt_auth.AwsSignatureType.HTTP_REQUEST_QUERY_PARAMS,
+        credentials_provider=crt_auth.AwsCredentialsProvider.new_static(KEY, SECRET, token),
+        region=region,
+        service=service,
+        date=datetime.datetime.strptime(ours["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.UTC),
+        use_double_uri_encode=not is_s3,
+        should_normalize_uri_path=not is_s3,
+        signed_body_value="UNSIGNED-PAYLOAD" if is_s3 else None,
+        expiration_in_seconds=int(ours["X-Amz-Expires"]),
+    )
+    crt_auth.aws_sign_request(request, config).result(10)
+    theirs = dict(parse_qsl(urlsplit(request.path).query))
+    return theirs["X-Amz-Signature"], ours["X-Amz-Signature"]
+
+
+@pytest.mark.parametrize("token", [None, "session/token+=="])
+@pytest.mark.parametrize(
+    "method,path,host",
+    [
+        ("GET", "/api/items/42?limit=10&color=blue%20green", "abc123.execute-api.eu-west-1.amazonaws.com"),
+        ("POST", "/api/a:b/c", "abc123.execute-api.eu-west-1.amazonaws.com"),
+        ("GET", "/s3/bucket/report%202026.pdf", "s3.eu-central-1.amazonaws.com"),
+        ("PUT", "/s3/bucket/a+b/caf%C3%A9!*'().txt", "s3.eu-central-1.amazonaws.com"),
+        ("GET", "/s3/bucket/key?response-content-disposition=attachment", "s3.eu-central-1.amazonaws.com"),
+        ("HEAD", "/local/bucket/x", "127.0.0.1:9000"),
+    ],
+)
+def test_presigned_url_verifies_with_awscrt(method, path, host, token):
+    creds = ReadOnlyCredentials(KEY, SECRET, token)
+    with mock.patch("botocore.auth.get_current_datetime", return_value=WHEN):
+        upstream, url = presign(TABLE, method, path, lambda route: creds, expires=600)
+    parts = urlsplit(url)
+    assert parts.netloc == host
+    assert parts.path == upstream.path
+    query = dict(parse_qsl(parts.query))
+    assert query["X-Amz-Expires"] == "600"
+    assert query["X-Amz-Credential"].startswith(
+        f"{KEY}/20261126/{upstream.route.region}/{upstream.route.service}/"
+    )
+    assert (query.get("X-Amz-Security-Token") == token) if token else "X-Amz-Security-Token" not in query
+    theirs, ours = crt_signature(url, method, token)
+    assert theirs == ours
+
+
+def test_a_tampered_presigned_url_does_not_verify():
+    creds = ReadOnlyCredentials(KEY, SECRET, None)
+    _, url = presign(TABLE, "GET", "/s3/bucket/key", lambda route: creds, expires=600)
+    theirs, ours = crt_signature(url.replace("/key", "/other"), "GET", None)
+    assert theirs != ours
+
+
+@pytest.mark.parametrize(
+    "method,path,expires,error",
+    [
+        ("GET", "/nowhere/x", 600, RequestRejected),
+        ("GET", "/api/../admin", 600, RequestRejected),
+        ("GET", "/api/%2e%2e/admin", 600, RequestRejected),
+        ("GET", "/api/x", 0, PresignError),
+        ("GET", "/api/x", MAX_EXPIRES + 1, PresignError),
+        ("FETCH", "/api/x", 600, PresignError),
+    ],
+)
+def test_presign_refuses(method, path, expires, error):
+    creds = ReadOnlyCredentials(KEY, SECRET, None)
+    with pytest.raises(error):
+        presign(TABLE, method, path, lambda route: creds, expires=expires)
+
+
+def test_presign_command_needs_loaded_credentials_and_then_signs(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    config = tmp_path / "routes.yaml"
+    config.write_text("proxysigv4:\n  /s3: https://s3.eu-central-1.amazonaws.com\n")
+    addon = ProxySigV4()
+
+    async def before_and_after_loading(tctx):
+        # Commands run on mitmproxy's event loop (mitmweb, console): so does this.
+        provider = addon.credentials.provider(addon.state.table.routes[0])
+        provider.reset()
+        with pytest.raises(exceptions.CommandError, match="not loaded yet"):
+            tctx.command(addon.presign, "GET", "/s3/bucket/key")
+        await provider._background  # the refresh the refusal started
+        return tctx.command(addon.presign, "GET", "/s3/bucket/key", "120")
+
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, listen_host="127.0.0.1", proxysigv4_config=str(config))
+        url = asyncio.run(before_and_after_loading(tctx))
+        assert url.startswith("https://s3.eu-central-1.amazonaws.com/bucket/key?")
+        theirs, ours = crt_signature(url, "GET", None)
+        assert theirs == ours
+        with pytest.raises(exceptions.CommandError, match="no route matches"):
+            tctx.command(addon.presign, "GET", "/elsewhere/key")
+
+
+def test_presign_cli(tmp_path):
+    config = tmp_path / "routes.yaml"
+    config.write_text("proxysigv4:\n  /api: https://abc123.execute-api.eu-west-1.amazonaws.com/prod\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env |= {
+        "AWS_ACCESS_KEY_ID": KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    }
+    cli = [sys.executable, "-m", "proxysigv4_core.cli", "presign", "-c", str(config)]
+    done = subprocess.run(
+        [*cli, "GET", "/api/items?q=1", "--expires", "300"], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    url = done.stdout.strip()
+    assert url.startswith("https://abc123.execute-api.eu-west-1.amazonaws.com/prod/items?")
+    assert "route /api (execute-api/eu-west-1), GET, valid 300 s" in done.stderr
+    theirs, ours = crt_signature(url, "GET", None)
+    assert theirs == ours
+    bad = subprocess.run([*cli, "GET", "/api/x", "--expires", "0"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("proxysigv4: error: expires must be between 1 and 604800")
