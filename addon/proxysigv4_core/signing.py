@@ -87,7 +87,8 @@ class SignedRequest:
     string_to_sign: str
 
     def header(self, name: str) -> str | None:
-        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+        lname = name.lower()
+        return next((v for k, v in self.headers if k.lower() == lname), None)
 
 
 # Signing keys derived from (secret, day, region, service): valid for that whole UTC day.

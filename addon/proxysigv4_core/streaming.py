@@ -33,20 +33,29 @@ class RequestPlan:
     payload_hash: str | None = None
 
 
-def _header(fields: list[tuple[str, str]], name: str) -> str | None:
-    return next((v.strip() for k, v in fields if k.lower() == name), None)
+def _first_values(fields: list[tuple[str, str]]) -> dict[str, str]:
+    """Lower-case name -> first value (stripped), for the few headers looked up here."""
+    found: dict[str, str] = {}
+    for name, value in fields:
+        found.setdefault(name.lower(), value.strip())
+    return found
+
+
+def _length(headers: dict[str, str]) -> int | None:
+    value = headers.get("content-length")
+    return int(value) if value is not None and value.isdigit() else None
 
 
 def content_length(fields: list[tuple[str, str]]) -> int | None:
-    value = _header(fields, "content-length")
-    return int(value) if value is not None and value.isdigit() else None
+    return _length(_first_values(fields))
 
 
 def plan_request(route: Route, fields: list[tuple[str, str]]) -> RequestPlan:
     """Choose buffering or streaming and the payload hash from the request headers."""
-    length = content_length(fields)
+    headers = _first_values(fields)
+    length = _length(headers)
     too_large = length is not None and length > route.buffer_limit
-    client_mode = _header(fields, "x-amz-content-sha256")
+    client_mode = headers.get("x-amz-content-sha256")
     if client_mode in CLIENT_SIGNED_CHUNK_MODES:
         raise RequestRejected(
             400,
@@ -89,11 +98,12 @@ def streams_response(route: Route, fields: list[tuple[str, str]], method: str) -
         return True
     if method.upper() == "HEAD":
         return None
-    content_type = (_header(fields, "content-type") or "").split(";")[0].strip().lower()
+    headers = _first_values(fields)
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in STREAMING_CONTENT_TYPES:
         return True
-    length = content_length(fields)
-    if length is None and "chunked" in (_header(fields, "transfer-encoding") or "").lower():
+    length = _length(headers)
+    if length is None and "chunked" in headers.get("transfer-encoding", "").lower():
         return True
     if length is not None and length > STREAM_THRESHOLD:
         return True
