@@ -118,8 +118,10 @@ def verify(
     headers: list[tuple[str, str]],
     body: bytes,
     secrets: dict[str, tuple[str, str | None]],
+    also_unsigned: frozenset[str] = frozenset(),
 ) -> Verdict:
-    """Check a received request's SigV4 signature. `secrets` maps access key -> (secret, token)."""
+    """Check a received request's SigV4 signature. `secrets` maps access key -> (secret, token).
+    `also_unsigned`: header names (lower case) that may arrive without being signed."""
     authorization = _header(headers, "authorization")
     if not authorization:
         return Verdict(False, "no Authorization header")
@@ -138,7 +140,9 @@ def verify(
     present = {k.lower() for k, _ in headers}
     if missing := [h for h in signed if h not in present]:
         return Verdict(False, f"signed headers not received: {missing}")
-    unsigned = sorted(present - set(signed) - {"authorization", "content-length", "connection"})
+    unsigned = sorted(
+        present - set(signed) - {"authorization", "content-length", "connection"} - also_unsigned
+    )
     if unsigned:
         return Verdict(False, f"received headers that were not signed: {unsigned}")
     when = datetime.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.UTC)
@@ -171,3 +175,40 @@ def verify(
     if expected != authorization:
         return Verdict(False, "signature mismatch", expected, authorization)
     return Verdict(True, "ok", expected, authorization)
+
+
+def crt_query_signature(method: str, url: str, secrets: dict[str, tuple[str, str | None]]) -> tuple[str, str]:
+    """(awscrt's signature, the URL's) for a presigned URL, re-signed by awscrt in query-string
+    mode from the URL alone (its non-X-Amz parameters, path and host)."""
+    from urllib.parse import parse_qsl, quote, urlsplit
+
+    parts = urlsplit(url)
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    given = dict(params)
+    access_key, _, region, service, _ = given["X-Amz-Credential"].split("/")
+    secret, token = secrets[access_key]
+    is_s3 = service in S3_SERVICES
+    plain = "&".join(
+        f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in params if not k.startswith("X-Amz-")
+    )
+    request = crt_http.HttpRequest(
+        method=method,
+        path=parts.path + (f"?{plain}" if plain else ""),
+        headers=crt_http.HttpHeaders([("host", parts.netloc)]),
+        body_stream=io.BytesIO(b""),
+    )
+    config = crt_auth.AwsSigningConfig(
+        algorithm=crt_auth.AwsSigningAlgorithm.V4,
+        signature_type=crt_auth.AwsSignatureType.HTTP_REQUEST_QUERY_PARAMS,
+        credentials_provider=crt_auth.AwsCredentialsProvider.new_static(access_key, secret, token),
+        region=region,
+        service=service,
+        date=datetime.datetime.strptime(given["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.UTC),
+        use_double_uri_encode=not is_s3,
+        should_normalize_uri_path=not is_s3,
+        signed_body_value="UNSIGNED-PAYLOAD" if is_s3 else None,
+        expiration_in_seconds=int(given["X-Amz-Expires"]),
+    )
+    crt_auth.aws_sign_request(request, config).result(10)
+    theirs = dict(parse_qsl(urlsplit(request.path).query))
+    return theirs["X-Amz-Signature"], given["X-Amz-Signature"]

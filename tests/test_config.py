@@ -229,6 +229,10 @@ ERRORS = [
         {"/a": "https://${NOT_SET_ANYWHERE}/x"},
         "route '/a': environment variable NOT_SET_ANYWHERE is not set",
     ),
+    (
+        {"/a": {"target": "https://sts.amazonaws.com", "websocketAuth": "cookie"}},
+        "route '/a': key 'websocketAuth': expected one of header, query",
+    ),
 ]
 
 

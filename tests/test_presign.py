@@ -3,16 +3,13 @@ URL alone) and must carry the same signature; routing and hardening apply as for
 
 import asyncio
 import datetime
-import io
 import os
 import subprocess
 import sys
 from unittest import mock
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-from awscrt import auth as crt_auth
-from awscrt import http as crt_http
 from botocore.credentials import ReadOnlyCredentials
 from mitmproxy import exceptions
 from mitmproxy.test import taddons
@@ -21,6 +18,7 @@ from proxysigv4_core import ProxySigV4
 from proxysigv4_core.config import parse_config
 from proxysigv4_core.presign import MAX_EXPIRES, PresignError, presign
 from proxysigv4_core.routing import RequestRejected, RouteTable
+from sigv4_verify import crt_query_signature
 
 KEY, SECRET = "AKIAPRESIGNTEST00001", "presign/secret"
 WHEN = datetime.datetime(2026, 11, 26, 12, 0, 0, tzinfo=datetime.UTC)
@@ -40,34 +38,7 @@ TABLE = RouteTable(
 
 def crt_signature(url: str, method: str, token: str | None) -> tuple[str, str]:
     """(awscrt's signature, ours) for a presigned URL, re-signed by awscrt from the URL alone."""
-    parts = urlsplit(url)
-    params = parse_qsl(parts.query, keep_blank_values=True)
-    ours = dict(params)
-    region, service = ours["X-Amz-Credential"].split("/")[2:4]
-    is_s3 = service == "s3"
-    plain = [(k, v) for k, v in params if not k.startswith("X-Amz-")]
-    query = "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in plain)
-    request = crt_http.HttpRequest(
-        method=method,
-        path=parts.path + (f"?{query}" if query else ""),
-        headers=crt_http.HttpHeaders([("host", parts.netloc)]),
-        body_stream=io.BytesIO(b""),
-    )
-    config = crt_auth.AwsSigningConfig(
-        algorithm=crt_auth.AwsSigningAlgorithm.V4,
-        signature_type=crt_auth.AwsSignatureType.HTTP_REQUEST_QUERY_PARAMS,
-        credentials_provider=crt_auth.AwsCredentialsProvider.new_static(KEY, SECRET, token),
-        region=region,
-        service=service,
-        date=datetime.datetime.strptime(ours["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.UTC),
-        use_double_uri_encode=not is_s3,
-        should_normalize_uri_path=not is_s3,
-        signed_body_value="UNSIGNED-PAYLOAD" if is_s3 else None,
-        expiration_in_seconds=int(ours["X-Amz-Expires"]),
-    )
-    crt_auth.aws_sign_request(request, config).result(10)
-    theirs = dict(parse_qsl(urlsplit(request.path).query))
-    return theirs["X-Amz-Signature"], ours["X-Amz-Signature"]
+    return crt_query_signature(method, url, {KEY: (SECRET, token)})
 
 
 @pytest.mark.parametrize("token", [None, "session/token+=="])

@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlsplit
 
 from mitmproxy import command, contentviews, ctx, exceptions, http
 from mitmproxy import log as mitmproxy_log
@@ -23,11 +24,25 @@ from .config import Config, ConfigError, Route, load_config
 from .contentview import SigV4
 from .credentials import CredentialError, CredentialStore
 from .diagnosis import DIAGNOSIS_HEADER, diagnose, parse_aws_error
-from .headers import check_request_headers, filter_response_headers
+from .headers import (
+    check_request_headers,
+    filter_response_headers,
+    websocket_accept_headers,
+    websocket_handshake,
+)
 from .inbound import BearerTokens, InboundError, require_auth
 from .presign import DEFAULT_EXPIRES, PresignError, presign
 from .routing import RequestRejected, RouteTable, Upstream, resolve, resolve_replay
-from .signing import REDACTED, mask_key_id, redact, redact_canonical, sign_upstream
+from .signing import (
+    REDACTED,
+    SignedRequest,
+    mask_key_id,
+    presign_url,
+    redact,
+    redact_canonical,
+    redact_query,
+    sign_upstream,
+)
 from .streaming import RequestPlan, body_too_large, content_length, plan_request, streams_response
 
 log = logging.getLogger("proxysigv4")
@@ -40,6 +55,8 @@ _POST_SIGNING_MODIFIERS = frozenset({"map_remote", "modify_headers", "modify_bod
 # Options that decide whether inbound authentication is required.
 _AUTH_OPTIONS = frozenset({"proxyauth", "listen_host", "mode"})
 RELOAD_INTERVAL = 1.0
+# A WebSocket upgrade signed in its URL must be used at once: a minute is plenty.
+WEBSOCKET_PRESIGN_EXPIRES = 60
 _SECRET_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "awscrt")
 # Signed headers that hold a secret: hidden in the flow once the request has left.
 _SECRET_HEADERS = frozenset({"authorization", "x-amz-security-token"})
@@ -58,6 +75,8 @@ class _InFlight:
     secrets: tuple[bytes, ...] = ()
     # The signed headers with their secrets hidden, put back into the flow once it has left.
     redacted: tuple[tuple[str, str], ...] = ()
+    # A presigned path with its signature hidden, likewise.
+    flow_path: str | None = None
 
 
 @dataclass
@@ -448,18 +467,44 @@ class ProxySigV4:
         fields = pending.fields
         if fields is None or request.headers.fields is not pending.raw_fields:
             fields = _fields(request.headers)
-        signed = sign_upstream(
-            upstream,
-            request.method,
-            fields,
-            body,
-            credentials,
-            payload_hash=plan.payload_hash,
-            content_length=content_length(fields),
-        )
+        handshake = websocket_handshake(request.method, fields)
+        path = upstream.path + (f"?{upstream.query}" if upstream.query else "")
+        flow_path = path  # what stays in the flow once the request has left
+        if handshake is not None and route.websocket_auth == "query":
+            # The upgrade is signed in its URL (X-Amz-Signature, ...), for upstreams that want that.
+            presigned = presign_url(
+                "GET",
+                upstream.url,
+                credentials,
+                route.service,
+                route.region,
+                route.is_s3,
+                WEBSOCKET_PRESIGN_EXPIRES,
+            )
+            parts = urlsplit(presigned.url)
+            path, flow_path = f"{parts.path}?{parts.query}", f"{parts.path}?{redact_query(parts.query)}"
+            scope = dict(parse_qsl(parts.query))["X-Amz-Credential"].split("/", 1)[1]
+            signed = SignedRequest(
+                [("Host", route.target.host_header)],
+                ("host",),
+                presigned.canonical_request,
+                presigned.string_to_sign,
+            )
+            signed_at = dict(parse_qsl(parts.query))["X-Amz-Date"]
+        else:
+            signed = sign_upstream(
+                upstream,
+                request.method,
+                fields,
+                body,
+                credentials,
+                payload_hash=plan.payload_hash,
+                content_length=content_length(fields),
+            )
+            scope, signed_at = signed.string_to_sign.split("\n")[2], signed.header("x-amz-date")
         # mitmproxy closes the client connection after the response only if the request says so,
         # and answers `Expect: 100-continue` itself (then drops the header) if it is still there.
-        close = http1.connection_close(request.http_version, request.headers)
+        close = handshake is None and http1.connection_close(request.http_version, request.headers)
         expect = request.headers.get("expect")
         target = route.target
         # Set the target on the request's data directly: the public setters also rewrite the Host
@@ -468,7 +513,7 @@ class ProxySigV4:
         data.scheme = target.scheme.encode()
         data.host = target.host
         data.port = target.port
-        data.path = (upstream.path + (f"?{upstream.query}" if upstream.query else "")).encode()
+        data.path = path.encode()
         # Origin-form on HTTP/1 (a client's absolute-form target is not passed on); :authority on h2/h3.
         data.authority = target.host_header.encode() if (request.is_http2 or request.is_http3) else b""
         sent = list(signed.headers)
@@ -476,6 +521,8 @@ class ProxySigV4:
             sent.append(("connection", "close"))  # hop-by-hop: never signed, harmless upstream
         if expect:
             sent.append(("expect", expect))  # never signed; mitmproxy removes it before sending
+        if handshake:
+            sent += handshake  # the WebSocket handshake's own headers, not signed
         request.headers = _headers(sent)
         target_url = upstream.url
         payload = plan.payload_hash or f"hashed, sha256 {signed.canonical_request.rsplit(chr(10), 1)[-1]}"
@@ -488,8 +535,8 @@ class ProxySigV4:
             "credential_source": route.credential_source,
             "credential_method": provider.method,
             "access_key_id": mask_key_id(provider.access_key_id),
-            "signed_at": signed.header("x-amz-date"),
-            "credential_scope": signed.string_to_sign.split("\n")[2],
+            "signed_at": signed_at,
+            "credential_scope": scope,
             "signed_headers": list(signed.signed_headers),
             "payload": payload + (" (streamed)" if body is None else ""),
             "canonical_request": (
@@ -508,6 +555,7 @@ class ProxySigV4:
             pending.started,
             secrets=echoed,
             redacted=tuple(redact(secret_headers)),
+            flow_path=flow_path if flow_path != path else None,
         )
         if route.timeout:
             in_flight.timer = asyncio.get_running_loop().call_later(
@@ -523,6 +571,10 @@ class ProxySigV4:
         route = in_flight.route
         fields = _fields(flow.response.headers)
         kept = filter_response_headers(route.response_headers, fields)
+        if flow.response.status_code == 101 and websocket_handshake(
+            flow.request.method, _fields(flow.request.headers)
+        ):
+            kept += [h for h in websocket_accept_headers(fields) if h not in kept]
         if len(kept) != len(fields):
             flow.response.headers = _headers(kept)
         stream = streams_response(route, fields, flow.request.method)
@@ -597,6 +649,8 @@ class ProxySigV4:
         headers = flow.request.headers
         for name, value in in_flight.redacted:
             headers[name] = value
+        if in_flight.flow_path is not None:
+            flow.request.data.path = in_flight.flow_path.encode()
         if in_flight.timer is not None:
             in_flight.timer.cancel()
         self._log(flow, in_flight.client_target, in_flight.target_url, in_flight.route, in_flight.started)

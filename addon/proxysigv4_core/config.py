@@ -33,6 +33,7 @@ ROUTE_KEYS = (
     "stream",
     "bufferLimit",
     "unsignedPayload",
+    "websocketAuth",
 )
 GLOBAL_KEYS = (
     "allowUnauthenticatedRequests",
@@ -44,6 +45,7 @@ GLOBAL_KEYS = (
     "bufferLimit",
 )
 STREAM_MODES = ("auto", "always", "never")
+WEBSOCKET_AUTH = ("header", "query")
 DEFAULT_BUFFER_LIMIT = 32 * 1024 * 1024
 _SIZE = re.compile(r"^(\d+)\s*([kmg]?)i?b?$", re.IGNORECASE)
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
@@ -96,6 +98,7 @@ class Route:
     stream: str = "auto"
     buffer_limit: int = DEFAULT_BUFFER_LIMIT
     unsigned_payload: bool = False
+    websocket_auth: str = "header"  # how a WebSocket upgrade is signed: Authorization header or query
     request_headers: HeaderPolicy = field(default_factory=request_policy)
     response_headers: HeaderPolicy = field(default_factory=response_policy)
 
@@ -292,6 +295,10 @@ def parse_route(prefix: str, spec: object, globals_: dict, where: str) -> Route:
         if not isinstance(spec["unsignedPayload"], bool):
             raise ConfigError(f"{where}: key 'unsignedPayload': expected true or false")
         extra["unsigned_payload"] = spec["unsignedPayload"]
+    if "websocketAuth" in spec:
+        if spec["websocketAuth"] not in WEBSOCKET_AUTH:
+            raise ConfigError(f"{where}: key 'websocketAuth': expected one of {', '.join(WEBSOCKET_AUTH)}")
+        extra["websocket_auth"] = spec["websocketAuth"]
     request_extra = globals_.get("allowedRequestHeaders", ()) + _header_list(
         spec.get("allowedRequestHeaders", []), "allowedRequestHeaders", where
     )

@@ -178,3 +178,30 @@ def check_request_headers(fields: list[tuple[str, str]]) -> None:
         raise RequestRejected(
             501, "unsupported_transfer_encoding", "only Transfer-Encoding: chunked is supported"
         )
+
+
+# A WebSocket opening handshake's own headers (RFC 6455 section 4.1): forwarded unsigned with the
+# signed upgrade request, and passed back with the 101 answer.
+WEBSOCKET_REQUEST_HEADERS = frozenset(
+    {"sec-websocket-key", "sec-websocket-version", "sec-websocket-protocol", "sec-websocket-extensions"}
+)
+WEBSOCKET_RESPONSE_HEADERS = frozenset(
+    {"upgrade", "connection", "sec-websocket-accept", "sec-websocket-protocol", "sec-websocket-extensions"}
+)
+
+
+def websocket_handshake(method: str, fields: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
+    """For a WebSocket upgrade request, the handshake headers to forward (not signed); else None."""
+    if method.upper() != "GET":
+        return None
+    upgrade = [v.strip().lower() for k, v in fields if k.lower() == "upgrade"]
+    if upgrade != ["websocket"]:
+        return None
+    handshake = [("connection", "Upgrade"), ("upgrade", "websocket")]
+    handshake += [(k, v) for k, v in fields if k.lower() in WEBSOCKET_REQUEST_HEADERS]
+    return handshake
+
+
+def websocket_accept_headers(fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The headers of a 101 answer to a WebSocket upgrade that the client needs."""
+    return [(k, v) for k, v in fields if k.lower() in WEBSOCKET_RESPONSE_HEADERS]

@@ -4,11 +4,10 @@ The client path goes through the same routing and path hardening as a proxied re
 query-string signers (S3SigV4QueryAuth for S3, SigV4QueryAuth otherwise) sign the result.
 """
 
-from botocore.auth import S3SigV4QueryAuth, SigV4QueryAuth
-from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 
 from .routing import RouteTable, Upstream, resolve
+from .signing import presign_url
 
 DEFAULT_EXPIRES = 3600
 MAX_EXPIRES = 7 * 24 * 3600  # SigV4's limit for query-string authentication
@@ -33,10 +32,9 @@ def presign_upstream(upstream: Upstream, method: str, credentials: ReadOnlyCrede
     an empty payload, or UNSIGNED-PAYLOAD for S3)."""
     method = check_presign(method, expires)
     route = upstream.route
-    request = AWSRequest(method=method, url=upstream.url)
-    signer = S3SigV4QueryAuth if route.is_s3 else SigV4QueryAuth
-    signer(credentials, route.service, route.region, expires=expires).add_auth(request)
-    return request.url
+    return presign_url(
+        method, upstream.url, credentials, route.service, route.region, route.is_s3, expires
+    ).url
 
 
 def presign(

@@ -20,7 +20,9 @@ from botocore.auth import (
     SIGNED_HEADERS_BLACKLIST,
     SIGV4_TIMESTAMP,
     S3SigV4Auth,
+    S3SigV4QueryAuth,
     SigV4Auth,
+    SigV4QueryAuth,
 )
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
@@ -261,6 +263,47 @@ def sign_request_botocore(
     signed = authorization.split("SignedHeaders=", 1)[1].split(",", 1)[0].split(";")
     canonical_request, string_to_sign = request.context[_RECORD_KEY]
     return SignedRequest(list(request.headers.items()), tuple(signed), canonical_request, string_to_sign)
+
+
+class _QueryAuth(_Recording, SigV4QueryAuth):
+    pass
+
+
+class _S3QueryAuth(_Recording, S3SigV4QueryAuth):
+    pass
+
+
+@dataclass(frozen=True)
+class PresignedRequest:
+    url: str
+    canonical_request: str
+    string_to_sign: str
+
+
+def presign_url(
+    method: str,
+    url: str,
+    credentials: ReadOnlyCredentials,
+    service: str,
+    region: str,
+    is_s3: bool,
+    expires: int,
+) -> PresignedRequest:
+    """botocore's query-string signer (S3SigV4QueryAuth for S3, SigV4QueryAuth otherwise) on a
+    request without body: the URL carries the signature, valid `expires` seconds."""
+    request = AWSRequest(method=method, url=url)
+    signer = _S3QueryAuth if is_s3 else _QueryAuth
+    signer(credentials, service, region, expires=expires).add_auth(request)
+    canonical_request, string_to_sign = request.context[_RECORD_KEY]
+    return PresignedRequest(request.url, canonical_request, string_to_sign)
+
+
+_QUERY_SECRETS = re.compile(r"((?:^|&)X-Amz-(?:Signature|Security-Token)=)[^&]*")
+
+
+def redact_query(query: str) -> str:
+    """A presigned query with its signature and session token hidden."""
+    return _QUERY_SECRETS.sub(lambda m: m[1] + quote(REDACTED), query)
 
 
 def sign_upstream(

@@ -1,0 +1,135 @@
+"""WebSockets through a real mitmdump: the upgrade request is signed (Authorization header, or in
+its URL with `websocketAuth: query`), a local WebSocket upstream verifies that signature before
+it accepts (awscrt), then echoes messages both ways until a clean close."""
+
+import asyncio
+import threading
+from http import HTTPStatus
+
+import pytest
+from test_e2e_proxy import KEY, SECRET, proxy_env
+from websockets.asyncio.server import serve
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from conftest import free_port
+from sigv4_verify import crt_query_signature, verify
+
+pytestmark = pytest.mark.e2e
+HANDSHAKE = frozenset(
+    {
+        "upgrade",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+    }
+)
+
+
+class VerifyingEchoServer:
+    """A WebSocket server in its own thread: accepts an upgrade only if its SigV4 signature (header
+    or query string) verifies with awscrt, then answers each message with "echo: <message>"."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.verdicts: list[str] = []
+        self.paths: list[str] = []
+        self._ready = threading.Event()
+        self._stop: asyncio.Future | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc):
+        self._loop.call_soon_threadsafe(self._stop.set_result, None)
+        self._thread.join(10)
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = self._loop.create_future()
+        async with serve(
+            self._echo, "127.0.0.1", self.port, process_request=self._check, subprotocols=["chat"]
+        ):
+            self._ready.set()
+            await self._stop
+
+    def _check(self, connection, request):
+        headers = [(k, v) for k, v in request.headers.raw_items()]
+        self.paths.append(request.path)
+        secrets = {KEY: (SECRET, None)}
+        if "X-Amz-Signature=" in request.path:
+            host = next(v for k, v in headers if k.lower() == "host")
+            theirs, ours = crt_query_signature("GET", f"http://{host}{request.path}", secrets)
+            ok, reason = theirs == ours, "query signature " + ("ok" if theirs == ours else "mismatch")
+        else:
+            verdict = verify("GET", request.path, headers, b"", secrets, also_unsigned=HANDSHAKE)
+            ok, reason = verdict.ok, verdict.reason
+        self.verdicts.append(reason)
+        if not ok:
+            return connection.respond(HTTPStatus.FORBIDDEN, f"signature rejected: {reason}\n")
+        return None
+
+    async def _echo(self, websocket) -> None:
+        async for message in websocket:
+            await websocket.send(f"echo: {message}" if isinstance(message, str) else b"echo: " + message)
+
+
+@pytest.fixture
+def ws_upstream():
+    with VerifyingEchoServer() as server:
+        yield server
+
+
+def ws_route(server, **extra):
+    return {
+        "target": f"http://127.0.0.1:{server.port}/production",
+        "service": "execute-api",
+        "region": "eu-west-1",
+        **extra,
+    }
+
+
+@pytest.mark.parametrize("auth", ["header", "query"])
+def test_websocket_upgrade_is_signed_and_messages_flow_both_ways(start_proxy, tmp_path, ws_upstream, auth):
+    proxy = start_proxy({"/ws": ws_route(ws_upstream, websocketAuth=auth)}, proxy_env(tmp_path))
+    url = proxy.url.replace("http://", "ws://") + "/ws?client=test"
+    with connect(url, subprotocols=["chat"], open_timeout=10) as ws:
+        assert ws.subprotocol == "chat"  # the 101's handshake headers reached the client
+        ws.send("hello")
+        assert ws.recv(timeout=10) == "echo: hello"
+        ws.send(b"\x00\x01binary")
+        assert ws.recv(timeout=10) == b"echo: \x00\x01binary"
+        for i in range(20):
+            ws.send(f"m{i}")
+        assert [ws.recv(timeout=10) for _ in range(20)] == [f"echo: m{i}" for i in range(20)]
+    assert ws.close_code == 1000
+    expected = "query signature ok" if auth == "query" else "ok"
+    assert ws_upstream.verdicts == [expected], ws_upstream.verdicts
+    path = ws_upstream.paths[0]
+    assert path.startswith("/production?")
+    assert ("X-Amz-Signature=" in path) == (auth == "query")
+    log = proxy.log()
+    assert "GET /ws?client=test -> http://127.0.0.1:" in log and " 101 " in log
+    # the flow keeps no usable signature once the upgrade has gone
+    assert SECRET not in log
+
+
+def test_unsigned_or_tampered_upgrade_is_refused_by_the_upstream(ws_upstream):
+    direct = f"ws://127.0.0.1:{ws_upstream.port}/production"
+    with pytest.raises(InvalidStatus) as refused:
+        connect(direct, open_timeout=10)
+    assert refused.value.response.status_code == 403
+    forged = {
+        "Authorization": "AWS4-HMAC-SHA256 Credential=" + KEY + "/20260101/eu-west-1/execute-api/"
+        "aws4_request, SignedHeaders=host;x-amz-date, Signature=" + "0" * 64,
+        "X-Amz-Date": "20260101T000000Z",
+    }
+    with pytest.raises(InvalidStatus) as refused:
+        connect(direct, additional_headers=forged, open_timeout=10)
+    assert refused.value.response.status_code == 403
+    assert ws_upstream.verdicts[0] == "no Authorization header"
+    assert "ok" not in ws_upstream.verdicts
