@@ -6,6 +6,7 @@ other keys are global settings. Every error names the file, the route and the ke
 """
 
 import difflib
+import importlib.util
 import os
 import re
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ import yaml
 
 from .headers import HeaderPolicy, request_policy, response_policy
 from .inbound import BearerTokens, InboundError, parse_token
-from .inference import infer_service_region, is_s3
+from .inference import infer_service_region, infer_signing_algorithm, is_s3
 
 DEFAULT_ROLE_SESSION_NAME = "proxysigv4"
 ROUTE_KEYS = (
@@ -34,6 +35,7 @@ ROUTE_KEYS = (
     "bufferLimit",
     "unsignedPayload",
     "websocketAuth",
+    "signingAlgorithm",
 )
 GLOBAL_KEYS = (
     "allowUnauthenticatedRequests",
@@ -46,6 +48,9 @@ GLOBAL_KEYS = (
 )
 STREAM_MODES = ("auto", "always", "never")
 WEBSOCKET_AUTH = ("header", "query")
+SIGNING_ALGORITHMS = ("sigv4", "sigv4a")
+# SigV4a signs for a region set: `*`, or regions (wildcards allowed) separated by commas.
+_REGION_SET = re.compile(r"^(\*|[a-z0-9*-]+(,[a-z0-9*-]+)*)$")
 DEFAULT_BUFFER_LIMIT = 32 * 1024 * 1024
 _SIZE = re.compile(r"^(\d+)\s*([kmg]?)i?b?$", re.IGNORECASE)
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
@@ -99,6 +104,7 @@ class Route:
     buffer_limit: int = DEFAULT_BUFFER_LIMIT
     unsigned_payload: bool = False
     websocket_auth: str = "header"  # how a WebSocket upgrade is signed: Authorization header or query
+    signing_algorithm: str = "sigv4"  # or "sigv4a" (region is then a region set, e.g. "*")
     request_headers: HeaderPolicy = field(default_factory=request_policy)
     response_headers: HeaderPolicy = field(default_factory=response_policy)
 
@@ -119,6 +125,11 @@ class Config:
     routes: tuple[Route, ...]
     allow_unauthenticated_requests: bool | None = None
     bearer_tokens: BearerTokens = BearerTokens(())
+
+
+def crt_available() -> bool:
+    """Whether botocore's CRT signers can run (awscrt installed)."""
+    return importlib.util.find_spec("awscrt") is not None
 
 
 def substitute_env(value: str, where: str, environ: dict[str, str] | None = None) -> str:
@@ -241,6 +252,9 @@ def parse_route(prefix: str, spec: object, globals_: dict, where: str) -> Route:
     inferred_service, inferred_region = infer_service_region(target.host)
     service = spec.get("service", inferred_service)
     region = spec.get("region", inferred_region)
+    algorithm = spec.get("signingAlgorithm", infer_signing_algorithm(target.host))
+    if algorithm not in SIGNING_ALGORITHMS:
+        raise ConfigError(f"{where}: key 'signingAlgorithm': expected one of {', '.join(SIGNING_ALGORITHMS)}")
     if service is None or region is None:
         missing = " and ".join(k for k, v in (("service", service), ("region", region)) if v is None)
         raise ConfigError(
@@ -249,7 +263,17 @@ def parse_route(prefix: str, spec: object, globals_: dict, where: str) -> Route:
             "region: us-east-1)"
         )
     _string(service, "service", where, _SERVICE, "a lower-case AWS signing name such as 's3'")
-    _string(region, "region", where, _REGION, "an AWS region such as 'eu-west-1'")
+    if algorithm == "sigv4a":
+        _string(region, "region", where, _REGION_SET, "a region set such as '*' or 'us-east-1,eu-west-1'")
+        if not crt_available():
+            raise ConfigError(
+                f"{where}: signingAlgorithm sigv4a needs the awscrt package (AWS's C signer): "
+                "pip install 'proxysigv4[crt]'"
+            )
+        if spec.get("websocketAuth") == "query":
+            raise ConfigError(f"{where}: key 'websocketAuth': query is not available with sigv4a")
+    else:
+        _string(region, "region", where, _REGION, "an AWS region such as 'eu-west-1'")
     role_arn = spec.get("roleArn")
     if role_arn is not None:
         _string(role_arn, "roleArn", where, _ROLE_ARN, "expected arn:aws:iam::123456789012:role/Name")
@@ -305,6 +329,8 @@ def parse_route(prefix: str, spec: object, globals_: dict, where: str) -> Route:
     response_extra = globals_.get("allowedResponseHeaders", ()) + _header_list(
         spec.get("allowedResponseHeaders", []), "allowedResponseHeaders", where
     )
+    if algorithm != "sigv4":
+        extra["signing_algorithm"] = algorithm
     return Route(
         prefix=prefix,
         target=target,

@@ -57,12 +57,18 @@ class CredentialSpec:
             route.role_session_name,
             route.external_id,
             route.duration_seconds,
-            route.region if route.role_arn else "",  # only STS needs a region
+            _sts_region(route.region) if route.role_arn else "",  # only STS needs a region
         )
 
     def describe(self) -> str:
         base = f"profile {self.profile!r}" if self.profile else "default credential chain"
         return f"assume {self.role_arn} from {base}" if self.role_arn else base
+
+
+def _sts_region(region: str) -> str:
+    """STS's region for a route: its region, or for a SigV4a region set its first plain region."""
+    plain = [r for r in region.split(",") if "*" not in r]
+    return plain[0] if plain else "us-east-1"
 
 
 def load_credentials(spec: CredentialSpec) -> Credentials:

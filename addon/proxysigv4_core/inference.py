@@ -43,12 +43,23 @@ def _signing_name(labels: list[str]) -> str | None:
     return _SIGNING_NAMES.get(name, name)
 
 
+# S3 Multi-Region Access Points: signed with SigV4a for every region.
+_MRAP_SUFFIX = ".mrap.accesspoint.s3-global.amazonaws.com"
+
+
+def infer_signing_algorithm(host: str) -> str:
+    """sigv4a for endpoints that only accept it (S3 Multi-Region Access Points), else sigv4."""
+    return "sigv4a" if host.lower().rstrip(".").endswith(_MRAP_SUFFIX) else "sigv4"
+
+
 def infer_service_region(host: str) -> tuple[str | None, str | None]:
     """Return (service, region) for an AWS endpoint host, None for what cannot be inferred.
 
     Custom and CNAME'd domains return (None, None): the route must say `service` and `region`.
     """
     host = host.lower().rstrip(".")
+    if host.endswith(_MRAP_SUFFIX):
+        return "s3", "*"
     suffix = next((s for s in _SUFFIXES if host.endswith(s)), None)
     if suffix is None:
         return None, None

@@ -32,6 +32,10 @@ def presign_upstream(upstream: Upstream, method: str, credentials: ReadOnlyCrede
     an empty payload, or UNSIGNED-PAYLOAD for S3)."""
     method = check_presign(method, expires)
     route = upstream.route
+    if route.signing_algorithm != "sigv4":
+        raise PresignError(
+            f"route {route.prefix} signs with {route.signing_algorithm}: presigned URLs are SigV4 only"
+        )
     return presign_url(
         method, upstream.url, credentials, route.service, route.region, route.is_s3, expires
     ).url
