@@ -230,6 +230,14 @@ ERRORS = [
         "route '/a': environment variable NOT_SET_ANYWHERE is not set",
     ),
     (
+        {"/a": {"target": "http://127.0.0.1:9000", "service": "s3", "region": "us-east-1", "http2": True}},
+        "route '/a': key 'http2': HTTP/2 upstream needs an https target",
+    ),
+    (
+        {"/a": {"target": "https://sts.amazonaws.com", "http2": "yes"}},
+        "route '/a': key 'http2': expected true or false",
+    ),
+    (
         {"/a": {"target": "https://sts.amazonaws.com", "websocketAuth": "cookie"}},
         "route '/a': key 'websocketAuth': expected one of header, query",
     ),

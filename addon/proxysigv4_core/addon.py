@@ -103,6 +103,8 @@ class _State:
     config: Config
     table: RouteTable
     bearer: BearerTokens | None  # tokens every request must present, or None
+    # (host, port) of https targets whose routes ask for HTTP/2 upstream
+    h2_targets: frozenset[tuple[str, int]] = frozenset()
 
 
 class ProxySigV4:
@@ -181,7 +183,8 @@ class ProxySigV4:
         )
         # With proxyauth set, mitmproxy itself demands it (Basic) before this addon runs.
         bearer = config.bearer_tokens if required and not has_proxyauth else None
-        self.state = _State(config, RouteTable(config.routes), bearer)
+        h2 = frozenset((r.target.host, r.target.port) for r in config.routes if r.http2)
+        self.state = _State(config, RouteTable(config.routes), bearer, h2)
         self.credentials.retain(config.routes)
         log.info(
             "proxysigv4: %d routes from %s%s: %s",
@@ -562,6 +565,16 @@ class ProxySigV4:
                 route.timeout, self._on_timeout, flow, route.timeout
             )
         self._in_flight[flow.id] = in_flight
+
+    def server_connect(self, data) -> None:
+        """Offer h2 by ALPN to targets whose route says `http2: true`, also for HTTP/1 clients
+        (mitmproxy otherwise offers nothing to a plain-HTTP client's upstream: HTTP/1.1)."""
+        state = self.state
+        server = data.server
+        if state is None or not state.h2_targets or server.address is None or server.alpn_offers:
+            return
+        if (server.address[0], server.address[1]) in state.h2_targets:
+            server.alpn_offers = (b"h2", b"http/1.1")
 
     # ---- responses -------------------------------------------------------------------------
     def responseheaders(self, flow: http.HTTPFlow) -> None:

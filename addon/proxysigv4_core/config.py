@@ -36,6 +36,7 @@ ROUTE_KEYS = (
     "unsignedPayload",
     "websocketAuth",
     "signingAlgorithm",
+    "http2",
 )
 GLOBAL_KEYS = (
     "allowUnauthenticatedRequests",
@@ -105,6 +106,7 @@ class Route:
     unsigned_payload: bool = False
     websocket_auth: str = "header"  # how a WebSocket upgrade is signed: Authorization header or query
     signing_algorithm: str = "sigv4"  # or "sigv4a" (region is then a region set, e.g. "*")
+    http2: bool = False  # offer HTTP/2 (ALPN h2) to an https target even for HTTP/1 clients
     request_headers: HeaderPolicy = field(default_factory=request_policy)
     response_headers: HeaderPolicy = field(default_factory=response_policy)
 
@@ -331,6 +333,14 @@ def parse_route(prefix: str, spec: object, globals_: dict, where: str) -> Route:
     )
     if algorithm != "sigv4":
         extra["signing_algorithm"] = algorithm
+    if "http2" in spec:
+        if not isinstance(spec["http2"], bool):
+            raise ConfigError(f"{where}: key 'http2': expected true or false")
+        if spec["http2"] and target.scheme != "https":
+            raise ConfigError(
+                f"{where}: key 'http2': HTTP/2 upstream needs an https target (h2c is not supported)"
+            )
+        extra["http2"] = spec["http2"]
     return Route(
         prefix=prefix,
         target=target,

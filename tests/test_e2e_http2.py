@@ -1,0 +1,213 @@
+"""HTTP/2 upstream through a real mitmdump: a local TLS upstream (hypercorn, certificate from a
+test CA that mitmproxy is told to trust with ssl_verify_upstream_trusted_ca) records the HTTP
+version of each request and verifies its SigV4 signature with awscrt (`:authority` is what it
+sees as Host). Upstream TLS verification stays on: without the CA the request fails."""
+
+import asyncio
+import datetime
+import ipaddress
+import subprocess
+import threading
+
+import pytest
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from hypercorn.asyncio import serve
+from hypercorn.config import Config as HypercornConfig
+from test_e2e_proxy import KEY, SECRET, proxy_env
+
+from conftest import free_port
+from sigv4_verify import verify
+
+pytestmark = pytest.mark.e2e
+
+
+def make_ca_and_server_cert(directory):
+    """A throwaway CA and a certificate for 127.0.0.1 / localhost signed by it (PEM files)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "proxysigv4 test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = {name: directory / f"{name}.pem" for name in ("ca", "cert", "key")}
+    paths["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths["key"].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return paths
+
+
+class H2Upstream:
+    """hypercorn over TLS (ALPN h2 and http/1.1): answers 200 if the SigV4 signature verifies."""
+
+    def __init__(self, pem) -> None:
+        self.port = free_port()
+        self.seen: list[dict] = []
+        config = HypercornConfig()
+        config.bind = [f"127.0.0.1:{self.port}"]
+        config.certfile, config.keyfile = str(pem["cert"]), str(pem["key"])
+        config.alpn_protocols = ["h2", "http/1.1"]
+        config.accesslog = config.errorlog = None
+        self.config = config
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    async def app(self, scope, receive, send):
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = [(k.decode(), v.decode()) for k, v in scope["headers"]]
+        target = scope["raw_path"].decode() + (
+            f"?{scope['query_string'].decode()}" if scope["query_string"] else ""
+        )
+        verdict = verify(scope["method"], target, headers, body, {KEY: (SECRET, None)})
+        self.seen.append(
+            {"http_version": scope["http_version"], "verdict": verdict.reason, "headers": headers}
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200 if verdict.ok else 403,
+                "headers": [(b"content-type", b"text/plain"), (b"x-amzn-requestid", b"h2")],
+            }
+        )
+        await send(
+            {"type": "http.response.body", "body": f"{scope['http_version']} {verdict.reason}".encode()}
+        )
+
+    async def _main(self) -> None:
+        async def stop():
+            while not self._stop.is_set():
+                await asyncio.sleep(0.05)
+
+        await serve(self.app, self.config, shutdown_trigger=stop)
+
+    def __enter__(self):
+        self._thread.start()
+        import conftest
+
+        conftest.wait_for_port(self.port)
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(10)
+
+
+@pytest.fixture
+def pem(tmp_path):
+    return make_ca_and_server_cert(tmp_path)
+
+
+@pytest.fixture
+def h2_upstream(pem):
+    with H2Upstream(pem) as upstream:
+        yield upstream
+
+
+def route(upstream, host="localhost", **extra):
+    return {
+        "target": f"https://{host}:{upstream.port}/prod",
+        "service": "execute-api",
+        "region": "eu-west-1",
+        **extra,
+    }
+
+
+def test_http1_client_gets_http2_upstream_when_the_route_asks(start_proxy, tmp_path, pem, h2_upstream):
+    proxy = start_proxy(
+        # two names for the upstream: the h2 choice is per target host and port
+        {"/h2": route(h2_upstream, http2=True), "/h1": route(h2_upstream, host="127.0.0.1")},
+        proxy_env(tmp_path),
+        ("--set", f"ssl_verify_upstream_trusted_ca={pem['ca']}"),
+    )
+    r = requests.post(f"{proxy.url}/h2/items?x=1", json={"a": 1}, timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.text == "2 ok"
+    assert r.headers["x-amzn-requestid"] == "h2"
+    r = requests.get(f"{proxy.url}/h1/items", timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.text == "1.1 ok"
+    assert [s["http_version"] for s in h2_upstream.seen] == ["2", "1.1"]
+
+
+def test_http2_client_over_tls_gets_http2_upstream(start_proxy, tmp_path, pem, h2_upstream):
+    """curl speaking h2 over TLS to the proxy (mitmproxy's own certificate, hence -k on that side
+    only); the proxy's upstream connection verifies the upstream against the test CA."""
+    proxy = start_proxy(
+        {"/api": route(h2_upstream)},
+        proxy_env(tmp_path),
+        (
+            "--set",
+            f"ssl_verify_upstream_trusted_ca={pem['ca']}",
+            "--set",
+            f"confdir={tmp_path / 'mitmproxy'}",
+        ),
+    )
+    port = proxy.url.rsplit(":", 1)[1]
+    done = subprocess.run(
+        [
+            "curl",
+            "-sk",
+            "--http2",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_version}",
+            f"https://127.0.0.1:{port}/api/items",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    body, client_version = done.stdout.rsplit("\n", 1)
+    assert (body, client_version) == ("2 ok", "2"), (done.stdout, done.stderr, proxy.log()[-2000:])
+    assert h2_upstream.seen[-1]["http_version"] == "2"
+
+
+def test_upstream_tls_is_verified_by_default(start_proxy, tmp_path, h2_upstream):
+    proxy = start_proxy({"/h2": route(h2_upstream, http2=True)}, proxy_env(tmp_path))
+    r = requests.get(f"{proxy.url}/h2/items", timeout=10)
+    assert r.status_code == 502
+    assert "certificate" in r.text.lower() or "verify" in r.text.lower(), r.text
+    assert h2_upstream.seen == []
