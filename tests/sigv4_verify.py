@@ -112,6 +112,27 @@ def botocore_authorization(
     return request.headers["Authorization"]
 
 
+def _parse_authorization(pattern: re.Pattern[str], headers, secrets):
+    """The Authorization header's parts, the caller's secret and token, and the signed header
+    names, after the checks every verifier makes; or the Verdict that failed."""
+    authorization = _header(headers, "authorization")
+    if not authorization:
+        return Verdict(False, "no Authorization header")
+    m = pattern.match(authorization)
+    if not m:
+        return Verdict(False, f"malformed Authorization: {authorization!r}")
+    if m["key"] not in secrets:
+        return Verdict(False, f"unknown access key {m['key']}")
+    secret, token = secrets[m["key"]]
+    if token is not None and _header(headers, "x-amz-security-token") != token:
+        return Verdict(False, "session token missing or wrong")
+    signed = m["signed"].split(";")
+    present = {k.lower() for k, _ in headers}
+    if missing := [h for h in signed if h not in present]:
+        return Verdict(False, f"signed headers not received: {missing}")
+    return m, secret, token, signed
+
+
 def verify(
     method: str,
     target: str,
@@ -122,24 +143,15 @@ def verify(
 ) -> Verdict:
     """Check a received request's SigV4 signature. `secrets` maps access key -> (secret, token).
     `also_unsigned`: header names (lower case) that may arrive without being signed."""
-    authorization = _header(headers, "authorization")
-    if not authorization:
-        return Verdict(False, "no Authorization header")
-    m = _AUTH.match(authorization)
-    if not m:
-        return Verdict(False, f"malformed Authorization: {authorization!r}")
-    if m["key"] not in secrets:
-        return Verdict(False, f"unknown access key {m['key']}")
-    secret, token = secrets[m["key"]]
-    if token is not None and _header(headers, "x-amz-security-token") != token:
-        return Verdict(False, "session token missing or wrong")
+    parsed = _parse_authorization(_AUTH, headers, secrets)
+    if isinstance(parsed, Verdict):
+        return parsed
+    m, secret, token, signed = parsed
+    authorization = m.string
     amz_date = _header(headers, "x-amz-date")
     if not amz_date or amz_date[:8] != m["date"]:
         return Verdict(False, "X-Amz-Date missing or not matching the credential scope")
-    signed = m["signed"].split(";")
     present = {k.lower() for k, _ in headers}
-    if missing := [h for h in signed if h not in present]:
-        return Verdict(False, f"signed headers not received: {missing}")
     unsigned = sorted(
         present - set(signed) - {"authorization", "content-length", "connection"} - also_unsigned
     )
@@ -260,22 +272,13 @@ def verify_sigv4a(
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    authorization = _header(headers, "authorization") or ""
-    m = _AUTH_V4A.match(authorization)
-    if not m:
-        return Verdict(False, f"not a SigV4a Authorization: {authorization!r}")
-    if m["key"] not in secrets:
-        return Verdict(False, f"unknown access key {m['key']}")
-    secret, token = secrets[m["key"]]
-    if token is not None and _header(headers, "x-amz-security-token") != token:
-        return Verdict(False, "session token missing or wrong")
+    parsed = _parse_authorization(_AUTH_V4A, headers, secrets)
+    if isinstance(parsed, Verdict):
+        return parsed
+    m, secret, token, signed = parsed
     amz_date = _header(headers, "x-amz-date") or ""
-    signed = m["signed"].split(";")
     if "x-amz-region-set" not in signed:
         return Verdict(False, "x-amz-region-set not signed")
-    present = {k.lower() for k, _ in headers}
-    if missing := [h for h in signed if h not in present]:
-        return Verdict(False, f"signed headers not received: {missing}")
     content_sha = _header(headers, "x-amz-content-sha256")
     if content_sha is not None and content_sha not in UNSIGNED_MODES:
         if content_sha != hashlib.sha256(body).hexdigest():

@@ -2,9 +2,11 @@
 path changed after signing (by mitmproxy's own map_remote), refused flows marked,
 replay re-signed, and the proxysigv4 commands."""
 
+import contextlib
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,48 +74,52 @@ class Web:
         return next(f for f in reversed(self.get("/flows")) if path_part in f["request"]["path"])
 
 
+@contextlib.contextmanager
+def running_mitmweb(config: Path, tmp_path: Path, *extra: str) -> Iterator[Web]:
+    """mitmweb with the addon and `config`, its API authenticated (password, XSRF cookie)."""
+    port, web_port = free_port(), free_port()
+    args = (
+        "--set",
+        f"web_port={web_port}",
+        "--set",
+        "web_host=127.0.0.1",
+        "--set",
+        "web_open_browser=false",
+        "--set",
+        f"web_password={PASSWORD}",
+        *extra,
+    )
+    log = tmp_path / "mitmweb.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            mitmdump_command(config, port, *args, program="mitmweb"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=proxy_env(tmp_path),
+            cwd=tmp_path,
+        )
+    try:
+        wait_for_port(port, proc)
+        wait_for_port(web_port, proc)
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {PASSWORD}"
+        session.get(f"http://127.0.0.1:{web_port}/", timeout=10).raise_for_status()
+        # Tornado's XSRF check is a double submit: any cookie value repeated in X-XSRFToken.
+        session.cookies.set("_mitmproxy_xsrf", "proxysigv4-test-xsrf", domain="127.0.0.1")
+        yield Web(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{web_port}", proc, log, session)
+    finally:
+        stop(proc)
+
+
 @pytest.fixture
 def web(tmp_path):
     with Upstream(s3_like) as upstream:
         config = tmp_path / "routes.yaml"
         route = {"target": upstream.url, "service": "s3", "region": "eu-west-1"}
         config.write_text(yaml.safe_dump({"proxysigv4": {"/ok": route, "/tampered": route}}))
-        port, web_port = free_port(), free_port()
-        args = (
-            "--set",
-            f"web_port={web_port}",
-            "--set",
-            "web_host=127.0.0.1",
-            "--set",
-            "web_open_browser=false",
-            "--set",
-            f"web_password={PASSWORD}",
-            "--map-remote",
-            "|~hq x-amz-meta-tamper|/bucket/key$|/bucket/other",
-        )
-        log = tmp_path / "mitmweb.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                mitmdump_command(config, port, *args, program="mitmweb"),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=proxy_env(tmp_path),
-                cwd=tmp_path,
-            )
-        try:
-            wait_for_port(port, proc)
-            wait_for_port(web_port, proc)
-            session = requests.Session()
-            session.headers["Authorization"] = f"Bearer {PASSWORD}"
-            session.get(f"http://127.0.0.1:{web_port}/", timeout=10).raise_for_status()
-            # Tornado's XSRF check is a double submit: any cookie value repeated in X-XSRFToken.
-            session.cookies.set("_mitmproxy_xsrf", "proxysigv4-test-xsrf", domain="127.0.0.1")
-            yield (
-                Web(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{web_port}", proc, log, session),
-                upstream,
-            )
-        finally:
-            stop(proc)
+        tamper = ("--map-remote", "|~hq x-amz-meta-tamper|/bucket/key$|/bucket/other")
+        with running_mitmweb(config, tmp_path, *tamper) as web:
+            yield web, upstream
 
 
 def wait_for(predicate, timeout=10):

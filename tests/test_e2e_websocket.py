@@ -137,42 +137,21 @@ def test_unsigned_or_tampered_upgrade_is_refused_by_the_upstream(ws_upstream):
 
 def test_websocket_flow_and_messages_are_visible_in_mitmweb(tmp_path, ws_upstream):
     """The signed upgrade shows in mitmweb as a WebSocket flow with its messages (over its API)."""
-    import subprocess
-
-    import requests
     import yaml
-
-    from conftest import mitmdump_command, stop, wait_for_port
+    from test_e2e_mitmweb import running_mitmweb
 
     config = tmp_path / "routes.yaml"
     config.write_text(yaml.safe_dump({"proxysigv4": {"/ws": ws_route(ws_upstream)}}))
-    port, web_port, password = free_port(), free_port(), "web-test-password"
-    args = ("--set", f"web_port={web_port}", "--set", "web_host=127.0.0.1", "--set", "web_open_browser=false")
-    args += ("--set", f"web_password={password}")
-    with open(tmp_path / "mitmweb.log", "wb") as out:
-        proc = subprocess.Popen(
-            mitmdump_command(config, port, *args, program="mitmweb"),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=proxy_env(tmp_path),
-            cwd=tmp_path,
-        )
-    try:
-        wait_for_port(port, proc)
-        wait_for_port(web_port, proc)
-        with connect(f"ws://127.0.0.1:{port}/ws", subprotocols=["chat"], open_timeout=10) as ws:
+    with running_mitmweb(config, tmp_path) as web:
+        with connect(
+            web.proxy.replace("http://", "ws://") + "/ws", subprotocols=["chat"], open_timeout=10
+        ) as ws:
             ws.send("seen in mitmweb")
             assert ws.recv(timeout=10) == "echo: seen in mitmweb"
-        api = requests.Session()
-        api.headers["Authorization"] = f"Bearer {password}"
-        flow = next(f for f in api.get(f"http://127.0.0.1:{web_port}/flows", timeout=10).json())
+        flow = web.flow("/production")
         assert flow["response"]["status_code"] == 101
         assert flow["websocket"] is not None
-        messages = api.get(
-            f"http://127.0.0.1:{web_port}/flows/{flow['id']}/messages/content/auto.json", timeout=10
-        )
-        shown = [(m["from_client"], m["text"]) for m in messages.json()]
+        messages = web.get(f"/flows/{flow['id']}/messages/content/auto.json")
+        shown = [(m["from_client"], m["text"]) for m in messages]
         assert shown == [(True, "seen in mitmweb"), (False, "echo: seen in mitmweb")]
         assert ws_upstream.verdicts == ["ok"]
-    finally:
-        stop(proc)

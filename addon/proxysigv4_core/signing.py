@@ -212,6 +212,20 @@ def _canonical_request(
     return canonical, names
 
 
+def _aws_request(
+    method: str, url: str, host_header: str, headers: list[tuple[str, str]], body: bytes
+) -> AWSRequest:
+    request = AWSRequest(method=method, url=url, data=body)
+    request.headers["Host"] = host_header
+    for name, value in headers:
+        request.headers[name] = value  # HTTPHeaders appends: repeated headers are kept
+    return request
+
+
+def _signed_header_names(authorization: str) -> list[str]:
+    return authorization.split("SignedHeaders=", 1)[1].split(",", 1)[0].split(";")
+
+
 def sign_request_sigv4a(
     *,
     method: str,
@@ -231,10 +245,7 @@ def sign_request_sigv4a(
     CRT does not return them); the test suite verifies real signatures against them."""
     from botocore.crt.auth import CrtS3SigV4AsymAuth, CrtSigV4AsymAuth
 
-    request = AWSRequest(method=method, url=url, data=body)
-    request.headers["Host"] = host_header
-    for name, value in headers:
-        request.headers[name] = value
+    request = _aws_request(method, url, host_header, headers, body)
     if payload_hash is not None:  # the CRT signer takes an explicit payload hash from this header
         request.headers["X-Amz-Content-SHA256"] = payload_hash
     elif is_s3 or service in _CONTENT_SHA256_SERVICES:
@@ -243,8 +254,7 @@ def sign_request_sigv4a(
         request.context["client_config"] = _S3_SIGN_PAYLOAD
     (CrtS3SigV4AsymAuth if is_s3 else CrtSigV4AsymAuth)(credentials, service, region).add_auth(request)
     out = list(request.headers.items())
-    authorization = next(v for k, v in out if k.lower() == "authorization")
-    signed = authorization.split("SignedHeaders=", 1)[1].split(",", 1)[0].split(";")
+    signed = _signed_header_names(next(v for k, v in out if k.lower() == "authorization"))
     items = [(k, v, k.lower()) for k, v in out]
     canonical_request, _ = _canonical_request(method, url, items, body, is_s3, frozenset(signed))
     timestamp = _first(items, "x-amz-date") or ""
@@ -297,10 +307,7 @@ def sign_request_botocore(
 ) -> SignedRequest:
     """The reference: botocore's own SigV4Auth / S3SigV4Auth on an AWSRequest (used by the tests and
     the benchmark to prove `sign_request` gives the same result)."""
-    request = AWSRequest(method=method, url=url, data=body)
-    request.headers["Host"] = host_header
-    for name, value in headers:
-        request.headers[name] = value  # HTTPHeaders appends: repeated headers are kept
+    request = _aws_request(method, url, host_header, headers, body)
     if payload_hash is not None:
         request.context[_PAYLOAD_KEY] = payload_hash
         if not is_s3:
@@ -312,8 +319,7 @@ def sign_request_botocore(
         _S3Auth(credentials, service, region).add_auth(request)
     else:
         _SigV4Auth(credentials, service, region).add_auth(request)
-    authorization = request.headers["Authorization"]
-    signed = authorization.split("SignedHeaders=", 1)[1].split(",", 1)[0].split(";")
+    signed = _signed_header_names(request.headers["Authorization"])
     canonical_request, string_to_sign = request.context[_RECORD_KEY]
     return SignedRequest(list(request.headers.items()), tuple(signed), canonical_request, string_to_sign)
 
