@@ -68,6 +68,17 @@ REQUESTS = (
 )
 
 
+# With two or more cores, the proxies (one busy core at a time) get the last core to themselves and
+# the load generator and upstream the others: less noise from sharing a core with the client.
+_CPUS = sorted(os.sched_getaffinity(0))
+PROXY_CPUS = {_CPUS[-1]} if len(_CPUS) >= 2 else set(_CPUS)
+LOAD_CPUS = set(_CPUS[:-1]) if len(_CPUS) >= 2 else set(_CPUS)
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    os.sched_setaffinity(pid, cpus)
+
+
 class Setups:
     """The upstream, the STS stand-in and the three mitmdump processes, all on 127.0.0.1."""
 
@@ -109,6 +120,7 @@ class Setups:
     def _spawn(self, name: str, cmd: list[str], env: dict | None = None) -> None:
         log = open(self.workdir / f"{name}.log", "wb")
         self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        pin(self.procs[name].pid, PROXY_CPUS if name != "upstream" else LOAD_CPUS)
 
     def _mitmdump(self, name: str, cmd: list[str], env: dict, port: int) -> None:
         self._spawn(name, cmd, env | {"LOOPWATCH_FILE": str(self.workdir / f"{name}.stalls.json")})
@@ -143,6 +155,7 @@ def _summary(values: list[float], digits: int) -> dict:
 
 
 def run(rounds: int = 3, clients: int = 20, seconds: float = 2.0, latency_seconds: float = 1.0) -> dict:
+    pin(0, LOAD_CPUS)  # this process generates the load
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         setups = Setups(Path(tmp), stack)
         try:

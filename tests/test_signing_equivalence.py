@@ -134,3 +134,15 @@ def test_signing_key_is_cached_per_day_region_and_service():
     with mock.patch("botocore.auth.get_current_datetime", return_value=WHEN):
         reference = sign_request_botocore(**args)
     assert sign_request(**args, now=WHEN).headers == reference.headers
+
+
+def test_the_cached_timestamp_is_the_current_second_in_sigv4_form():
+    with mock.patch("proxysigv4_core.signing.time.time", return_value=1795735000.75):
+        assert signing._timestamp_now() == "20261126T231640Z"
+    with mock.patch("proxysigv4_core.signing.time.time", return_value=1795735001.01):
+        assert signing._timestamp_now() == "20261126T231641Z"  # a new second: formatted again
+    now = datetime.datetime.now(datetime.UTC)
+    assert signing._timestamp_now() in {
+        now.strftime("%Y%m%dT%H%M%SZ"),
+        (now + datetime.timedelta(seconds=1)).strftime("%Y%m%dT%H%M%SZ"),
+    }

@@ -10,6 +10,7 @@ import datetime
 import hashlib
 import hmac
 import re
+import time
 from dataclasses import dataclass
 from email.utils import formatdate
 from types import SimpleNamespace
@@ -142,7 +143,7 @@ def sign_request(
     and with the signing key cached per day; `sign_request_botocore` runs botocore's own signer
     on the same input and the tests require both to agree, byte for byte.
     """
-    timestamp = (now or datetime.datetime.now(datetime.UTC)).strftime(SIGV4_TIMESTAMP)
+    timestamp = now.strftime(SIGV4_TIMESTAMP) if now is not None else _timestamp_now()
     # (name, value, lower-case name), in order; names are compared lower-cased as HTTPHeaders does.
     items = [("Host", host_header, "host"), *((k, v, k.lower()) for k, v in headers)]
     if payload_hash is not None and not is_s3:  # SigV4Auth takes the payload hash from this header
@@ -173,7 +174,7 @@ def sign_request(
         + hashlib.sha256(canonical_request.encode("utf-8")).hexdigest()
     )
     key = _signing_key(credentials.secret_key, timestamp[:8], region, service)
-    signature = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+    signature = hmac.digest(key, string_to_sign.encode("utf-8"), "sha256").hex()
     authorization = (
         f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
         f"SignedHeaders={signed_headers}, Signature={signature}"
@@ -265,6 +266,19 @@ def sign_request_sigv4a(
     return SignedRequest(out, tuple(signed), canonical_request, string_to_sign)
 
 
+_last_timestamp: tuple[int, str] = (-1, "")
+
+
+def _timestamp_now() -> str:
+    """The current UTC time as SigV4 writes it (whole seconds, as botocore's strftime gives),
+    formatted once per second."""
+    global _last_timestamp
+    second = int(time.time())
+    if _last_timestamp[0] != second:
+        _last_timestamp = (second, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(second)))
+    return _last_timestamp[1]
+
+
 def _without(items: list[tuple[str, str, str]], lname: str) -> list[tuple[str, str, str]]:
     return [item for item in items if item[2] != lname]
 
@@ -285,7 +299,7 @@ def _signing_key(secret: str, day: str, region: str, service: str) -> bytes:
     if key is None:
         key = f"AWS4{secret}".encode()
         for part in (day, region, service, "aws4_request"):
-            key = hmac.new(key, part.encode("utf-8"), hashlib.sha256).digest()
+            key = hmac.digest(key, part.encode("utf-8"), "sha256")
         if len(_signing_keys) >= _SIGNING_KEYS_KEPT:
             _signing_keys.clear()
         _signing_keys[cache_key] = key
