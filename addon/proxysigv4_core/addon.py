@@ -16,7 +16,6 @@ from urllib.parse import parse_qsl, urlsplit
 
 from mitmproxy import command, contentviews, ctx, exceptions, http
 from mitmproxy import log as mitmproxy_log
-from mitmproxy.net.http import http1
 from mitmproxy.proxy.mode_specs import ProxyMode
 
 from . import errors
@@ -26,6 +25,7 @@ from .credentials import CredentialError, CredentialStore
 from .diagnosis import DIAGNOSIS_HEADER, diagnose, parse_aws_error
 from .headers import (
     check_request_headers,
+    connection_tokens,
     filter_response_headers,
     websocket_accept_headers,
     websocket_handshake,
@@ -507,8 +507,12 @@ class ProxySigV4:
             scope, signed_at = signed.string_to_sign.split("\n")[2], signed.header("x-amz-date")
         # mitmproxy closes the client connection after the response only if the request says so,
         # and answers `Expect: 100-continue` itself (then drops the header) if it is still there.
-        close = handshake is None and http1.connection_close(request.http_version, request.headers)
-        expect = request.headers.get("expect")
+        tokens = connection_tokens(fields)
+        close = handshake is None and (
+            "close" in tokens
+            or ("keep-alive" not in tokens and request.http_version not in ("HTTP/1.1", "HTTP/2.0"))
+        )
+        expect = next((v for k, v in fields if k.lower() == "expect"), None)
         target = route.target
         # Set the target on the request's data directly: the public setters also rewrite the Host
         # header, which the signed headers below replace anyway.
