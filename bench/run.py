@@ -52,10 +52,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--clients", type=int, default=20)
-    parser.add_argument("--seconds", type=float, default=1.5, help="loaded measurement per set-up and round")
-    parser.add_argument("--latency-seconds", type=float, default=0.8, help="one-client measurement")
+    parser.add_argument("--seconds", type=float, default=1.0, help="loaded measurement per set-up and round")
+    parser.add_argument("--latency-seconds", type=float, default=0.5, help="one-client measurement")
     parser.add_argument("--stream-mib", type=int, default=1024)
     parser.add_argument("--json", default=str(ROOT / "bench" / "results.json"))
     args = parser.parse_args()
