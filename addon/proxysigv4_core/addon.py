@@ -10,6 +10,7 @@ import gc
 import logging
 import os
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
@@ -117,7 +118,8 @@ class ProxySigV4:
         self._watcher: asyncio.Task | None = None
         self._config_mark: tuple[int, int] | None = None  # (mtime, size) of the file last read
         self._verbose = False
-        self._frozen_after: set = set()  # credential providers loaded since the last gc.freeze()
+        # credential providers whose first load was followed by a gc.freeze()
+        self._frozen_after: weakref.WeakSet = weakref.WeakSet()
 
     def load(self, loader) -> None:
         loader.add_option(
