@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from unittest import mock
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import pytest
 from botocore.credentials import ReadOnlyCredentials
@@ -146,3 +146,23 @@ def test_presign_cli(tmp_path):
     bad = subprocess.run([*cli, "GET", "/api/x", "--expires", "0"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2
     assert bad.stderr.startswith("proxysigv4: error: expires must be between 1 and 604800")
+
+
+def test_presigned_secrets_are_hidden_for_the_record():
+    from proxysigv4_core.signing import REDACTED, presign_url, redact_query
+
+    signed = presign_url(
+        "GET",
+        "https://abc.execute-api.eu-west-1.amazonaws.com/prod/chat?x=1",
+        ReadOnlyCredentials(KEY, SECRET, "the/session+token=="),
+        "execute-api",
+        "eu-west-1",
+        False,
+        60,
+    )
+    query = urlsplit(signed.url).query
+    for text in (redact_query(query), redact_query(signed.canonical_request)):
+        assert "session" not in text and "X-Amz-Security-Token=" in text
+        assert quote(REDACTED, safe="") in text
+    assert dict(parse_qsl(query))["X-Amz-Signature"] not in redact_query(query)
+    assert "x=1" in redact_query(query)

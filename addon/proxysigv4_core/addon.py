@@ -488,14 +488,15 @@ class ProxySigV4:
             )
             parts = urlsplit(presigned.url)
             path, flow_path = f"{parts.path}?{parts.query}", f"{parts.path}?{redact_query(parts.query)}"
-            scope = dict(parse_qsl(parts.query))["X-Amz-Credential"].split("/", 1)[1]
+            params = dict(parse_qsl(parts.query))
+            scope, signed_at = params["X-Amz-Credential"].split("/", 1)[1], params["X-Amz-Date"]
             signed = SignedRequest(
                 [("Host", route.target.host_header)],
                 ("host",),
-                presigned.canonical_request,
+                redact_query(presigned.canonical_request),  # the token is in its query
                 presigned.string_to_sign,
             )
-            signed_at = dict(parse_qsl(parts.query))["X-Amz-Date"]
+            signature = params["X-Amz-Signature"]
         else:
             signed = sign_upstream(
                 upstream,
@@ -507,6 +508,7 @@ class ProxySigV4:
                 content_length=content_length(fields),
             )
             scope, signed_at = signed.string_to_sign.split("\n")[2], signed.header("x-amz-date")
+            signature = (signed.header("authorization") or "").rsplit("Signature=", 1)[-1]
         # mitmproxy closes the client connection after the response only if the request says so,
         # and answers `Expect: 100-continue` itself (then drops the header) if it is still there.
         tokens = connection_tokens(fields)
@@ -555,7 +557,6 @@ class ProxySigV4:
             "replayed": flow.is_replay == "request",
         }
         secret_headers = [(k, v) for k, v in signed.headers if k.lower() in _SECRET_HEADERS]
-        signature = (signed.header("authorization") or "").rsplit("Signature=", 1)[-1]
         echoed = tuple(v.encode() for v in (credentials.token, signature) if v)
         in_flight = _InFlight(
             route,

@@ -371,11 +371,12 @@ def presign_url(
     return PresignedRequest(request.url, canonical_request, string_to_sign)
 
 
-_QUERY_SECRETS = re.compile(r"((?:^|&)X-Amz-(?:Signature|Security-Token)=)[^&]*")
+_QUERY_SECRETS = re.compile(r"((?:^|&)X-Amz-(?:Signature|Security-Token)=)[^&\n]*", re.MULTILINE)
 
 
 def redact_query(query: str) -> str:
-    """A presigned query with its signature and session token hidden."""
+    """A presigned query (or a canonical request holding one) with its signature and session
+    token hidden."""
     return _QUERY_SECRETS.sub(lambda m: m[1] + quote(REDACTED), query)
 
 
