@@ -1,5 +1,7 @@
 """Config parsing: the Backstage shape, defaults, and one test per validation error message."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -261,3 +263,8 @@ def test_missing_section_and_file_errors(tmp_path):
     bad.write_text("proxysigv4: [unclosed\n")
     with pytest.raises(ConfigError, match="cannot read YAML"):
         load_config(str(bad))
+
+
+def test_the_example_file_in_the_repository_is_valid():
+    config = load_config(str(Path(__file__).resolve().parent.parent / "proxysigv4.yaml"))
+    assert {"/api", "/search", "/orders", "/chat"} <= {r.prefix for r in config.routes}
