@@ -211,3 +211,40 @@ def test_upstream_tls_is_verified_by_default(start_proxy, tmp_path, h2_upstream)
     assert r.status_code == 502
     assert "certificate" in r.text.lower() or "verify" in r.text.lower(), r.text
     assert h2_upstream.seen == []
+
+
+def test_http2_clients_get_the_json_error_answers_too(start_proxy, tmp_path):
+    """Upstream refused (502) and route timeout (504) for an h2 client: JSON like for HTTP/1."""
+    import time
+
+    from conftest import Upstream
+
+    def slow(received):
+        time.sleep(3)
+        return 200, [], b"late"
+
+    with Upstream(slow) as upstream:
+        routes = {
+            "/gone": {
+                "target": f"http://127.0.0.1:{free_port()}",
+                "service": "execute-api",
+                "region": "eu-west-1",
+            },
+            "/slow": {"target": upstream.url, "service": "execute-api", "region": "eu-west-1", "timeout": 1},
+        }
+        proxy = start_proxy(routes, proxy_env(tmp_path), ("--set", f"confdir={tmp_path / 'mitmproxy'}"))
+        port = proxy.url.rsplit(":", 1)[1]
+        for path, status, error in (
+            ("/gone/x", "502", "upstream_unreachable"),
+            ("/slow/x", "504", "upstream_timeout"),
+        ):
+            done = subprocess.run(
+                ["curl", "-sk", "--http2", "-D", "-", f"https://127.0.0.1:{port}{path}"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            head, _, body = done.stdout.partition("\n\n")  # text mode: \r\n read as \n
+            assert head.startswith(f"HTTP/2 {status}"), done.stdout
+            assert "content-type: application/json" in head.lower(), head
+            assert f'"error": "{error}"' in body, body

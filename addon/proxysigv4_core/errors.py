@@ -7,7 +7,7 @@ from mitmproxy import http
 from mitmproxy.connection import ConnectionState
 from mitmproxy.net.http import http1
 from mitmproxy.proxy import commands
-from mitmproxy.proxy.layers.http import _http1
+from mitmproxy.proxy.layers.http import _http1, _http2
 from mitmproxy.proxy.layers.http._events import ResponseProtocolError
 
 log = logging.getLogger(__name__)
@@ -32,10 +32,14 @@ def error_response(status: int, error: str, message: str, route: str | None = No
     )
 
 
-def _json_error_page(status: int, error: str, message: str) -> bytes:
-    response = error_response(status, error, message)
-    response.headers["connection"] = "close"
-    return http1.assemble_response(response)
+def _json_error(conn_id: str, status: int, message: str) -> http.Response:
+    """The JSON answer for an upstream failure mitmproxy reports on a client connection."""
+    timeout_message = timed_out_connections.pop(conn_id, None)
+    if timeout_message is not None:
+        return error_response(504, "upstream_timeout", timeout_message)
+    if status >= 500:
+        return error_response(status, "upstream_unreachable", message)
+    return error_response(status, "bad_request", message)
 
 
 def _send_protocol_error(server: _http1.Http1Server, event: ResponseProtocolError):
@@ -43,32 +47,56 @@ def _send_protocol_error(server: _http1.Http1Server, event: ResponseProtocolErro
     if not (server.conn.state & ConnectionState.CAN_WRITE):
         return
     status = event.code.http_status_code()
-    timeout_message = timed_out_connections.pop(server.conn.id, None)
     if not server.response and status is not None:
-        if timeout_message is not None:
-            page = _json_error_page(504, "upstream_timeout", timeout_message)
-        elif status >= 500:
-            page = _json_error_page(status, "upstream_unreachable", event.message)
-        else:
-            page = _json_error_page(status, "bad_request", event.message)
-        yield commands.SendData(server.conn, page)
+        response = _json_error(server.conn.id, status, event.message)
+        response.headers["connection"] = "close"
+        yield commands.SendData(server.conn, http1.assemble_response(response))
+    else:
+        timed_out_connections.pop(server.conn.id, None)
     yield commands.CloseConnection(server.conn)
 
 
+def _send_h2_protocol_error(server: _http2.Http2Server, event: ResponseProtocolError) -> bool:
+    """HTTP/2: the same JSON answer on the stream, where mitmproxy would send its HTML page.
+    Returns False when mitmproxy's own handling applies (stream closed, headers already sent)."""
+    status = event.code.http_status_code()
+    if status is None or server.is_closed(event.stream_id) or not server.is_open_for_us(event.stream_id):
+        return False
+    if server.h2_conn.streams[event.stream_id].state_machine.headers_sent:
+        return False
+    response = _json_error(server.conn.id, status, event.message)
+    headers = [(b":status", b"%d" % response.status_code), *response.headers.fields]
+    server.h2_conn.send_headers(event.stream_id, headers)
+    server.h2_conn.send_data(event.stream_id, response.content or b"", end_stream=True)
+    return True
+
+
 def install_json_error_pages() -> None:
-    """Make mitmproxy's HTTP/1 error pages (upstream refused, reset, timed out) JSON.
+    """Make mitmproxy's error pages (upstream refused, reset, timed out) JSON, for HTTP/1 and
+    HTTP/2 clients.
 
     mitmproxy writes an HTML page for these and offers no hook to change it; this wraps the one
-    method that sends it. Idempotent.
+    method per protocol that sends it. Idempotent.
     """
     original = _http1.Http1Server.send
-    if getattr(original, "_proxysigv4", False):
-        return
+    if not getattr(original, "_proxysigv4", False):
 
-    def send(self, event):
-        if isinstance(event, ResponseProtocolError):
-            return _send_protocol_error(self, event)
-        return original(self, event)
+        def send(self, event):
+            if isinstance(event, ResponseProtocolError):
+                return _send_protocol_error(self, event)
+            return original(self, event)
 
-    send._proxysigv4 = True  # type: ignore[attr-defined]
-    _http1.Http1Server.send = send  # type: ignore[method-assign]
+        send._proxysigv4 = True  # type: ignore[attr-defined]
+        _http1.Http1Server.send = send  # type: ignore[method-assign]
+
+    original_h2 = _http2.Http2Server._handle_event
+    if not getattr(original_h2, "_proxysigv4", False):
+
+        def handle_event(self, event):
+            if isinstance(event, ResponseProtocolError) and _send_h2_protocol_error(self, event):
+                yield commands.SendData(self.conn, self.h2_conn.data_to_send())
+                return
+            yield from original_h2(self, event)
+
+        handle_event._proxysigv4 = True  # type: ignore[attr-defined]
+        _http2.Http2Server._handle_event = handle_event  # type: ignore[method-assign]
