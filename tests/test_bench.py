@@ -19,7 +19,9 @@ import throughput  # noqa: E402
 
 
 def test_short_benchmark_run_checks_signatures_and_sts():
+    cpus = os.sched_getaffinity(0)
     results = throughput.run(rounds=1, clients=4, seconds=0.3, latency_seconds=0.2)
+    assert os.sched_getaffinity(0) == cpus  # the load generator's pinning is undone
     checks = results["checks"]
     assert checks["unsigned_requests_through_addon"] == 0
     assert checks["sampled_signatures_failed"] == 0, checks["signature_failures"]
