@@ -124,15 +124,13 @@ def test_presign_command_needs_loaded_credentials_and_then_signs(tmp_path, monke
 
 
 def test_presign_cli(tmp_path):
+    from test_e2e_proxy import KEY as ENV_KEY
+    from test_e2e_proxy import SECRET as ENV_SECRET
+    from test_e2e_proxy import proxy_env
+
     config = tmp_path / "routes.yaml"
     config.write_text("proxysigv4:\n  /api: https://abc123.execute-api.eu-west-1.amazonaws.com/prod\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env |= {
-        "AWS_ACCESS_KEY_ID": KEY,
-        "AWS_SECRET_ACCESS_KEY": SECRET,
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-    }
+    env = proxy_env(tmp_path)  # the keys below, and no AWS configuration of the machine's own
     cli = [sys.executable, "-m", "proxysigv4_core.cli", "presign", "-c", str(config)]
     done = subprocess.run(
         [*cli, "GET", "/api/items?q=1", "--expires", "300"], capture_output=True, text=True, env=env
@@ -141,7 +139,7 @@ def test_presign_cli(tmp_path):
     url = done.stdout.strip()
     assert url.startswith("https://abc123.execute-api.eu-west-1.amazonaws.com/prod/items?")
     assert "route /api (execute-api/eu-west-1), GET, valid 300 s" in done.stderr
-    theirs, ours = crt_signature(url, "GET", None)
+    theirs, ours = crt_query_signature("GET", url, {ENV_KEY: (ENV_SECRET, None)})
     assert theirs == ours
     bad = subprocess.run([*cli, "GET", "/api/x", "--expires", "0"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2

@@ -18,27 +18,13 @@ class PresignError(ValueError):
     """The request cannot be presigned; the message is safe to show."""
 
 
-def check_presign(method: str, expires: int) -> str:
+def _check(method: str, expires: int) -> str:
     method = method.upper()
     if method not in METHODS:
         raise PresignError(f"unknown HTTP method {method!r}")
     if not 1 <= expires <= MAX_EXPIRES:
         raise PresignError(f"expires must be between 1 and {MAX_EXPIRES} seconds (7 days), not {expires}")
     return method
-
-
-def presign_upstream(upstream: Upstream, method: str, credentials: ReadOnlyCredentials, expires: int) -> str:
-    """The presigned URL for an already resolved upstream request (no body: its hash is that of
-    an empty payload, or UNSIGNED-PAYLOAD for S3)."""
-    method = check_presign(method, expires)
-    route = upstream.route
-    if route.signing_algorithm != "sigv4":
-        raise PresignError(
-            f"route {route.prefix} signs with {route.signing_algorithm}: presigned URLs are SigV4 only"
-        )
-    return presign_url(
-        method, upstream.url, credentials, route.service, route.region, route.is_s3, expires
-    ).url
 
 
 def presign(
@@ -49,7 +35,15 @@ def presign(
     expires: int = DEFAULT_EXPIRES,
 ) -> tuple[Upstream, str]:
     """Route `client_target` (path and query, as a client would send it to the proxy) and presign
-    it with the credentials `credentials_for(route)` returns."""
-    check_presign(method, expires)
+    it, without a body (an empty payload's hash, or UNSIGNED-PAYLOAD for S3), with the credentials
+    `credentials_for(route)` returns. Method and expiry are checked before anything is routed."""
+    method = _check(method, expires)
     upstream = resolve(table, client_target)
-    return upstream, presign_upstream(upstream, method, credentials_for(upstream.route), expires)
+    route = upstream.route
+    if route.signing_algorithm != "sigv4":
+        raise PresignError(
+            f"route {route.prefix} signs with {route.signing_algorithm}: presigned URLs are SigV4 only"
+        )
+    credentials: ReadOnlyCredentials = credentials_for(route)
+    signed = presign_url(method, upstream.url, credentials, route.service, route.region, route.is_s3, expires)
+    return upstream, signed.url
