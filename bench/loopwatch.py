@@ -132,12 +132,15 @@ class LoopWatch:
         asyncio.get_running_loop().create_task(self._flush())
 
     async def _flush(self) -> None:
-        found = False
-        while True:
-            # Scripts load asynchronously: look for the addon until it is there.
-            found = found or _time_addon_hooks()
+        # Scripts load asynchronously: look for the addon every 0.2 s for up to 5 s (bare mitmproxy
+        # has none); the record is written once a second (file I/O on the watched loop: kept rare).
+        for _ in range(25):
+            if _time_addon_hooks():
+                break
             await asyncio.sleep(0.2)
+        while True:
             _write()
+            await asyncio.sleep(1)
 
     def done(self) -> None:
         _write()
