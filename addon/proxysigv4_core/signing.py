@@ -149,7 +149,7 @@ def sign_request(
     if payload_hash is not None and not is_s3:  # SigV4Auth takes the payload hash from this header
         items.append(("X-Amz-Content-SHA256", payload_hash, "x-amz-content-sha256"))
     elif payload_hash is None and service in _CONTENT_SHA256_SERVICES:
-        items.append(("X-Amz-Content-SHA256", hashlib.sha256(body).hexdigest(), "x-amz-content-sha256"))
+        items.append(("X-Amz-Content-SHA256", _body_sha256(body), "x-amz-content-sha256"))
     # _modify_request_before_signing
     items = _without(items, "authorization")
     if _first(items, "date") is not None:
