@@ -98,6 +98,18 @@ class SignedRequest:
 _signing_keys: dict[tuple[str, str, str, str], bytes] = {}
 _SIGNING_KEYS_KEPT = 64
 _NOT_SIGNED = frozenset(SIGNED_HEADERS_BLACKLIST)
+# The headers botocore deletes before it signs, by (client sent Date, session token, S3).
+_REMOVED = {
+    (date, token, s3): frozenset(
+        {"authorization", "x-amz-date"}
+        | ({"date"} if date else set())
+        | ({"x-amz-security-token"} if token else set())
+        | ({"x-amz-content-sha256"} if s3 else set())
+    )
+    for date in (False, True)
+    for token in (False, True)
+    for s3 in (False, True)
+}
 
 
 class _Recording:
@@ -144,26 +156,30 @@ def sign_request(
     on the same input and the tests require both to agree, byte for byte.
     """
     timestamp = now.strftime(SIGV4_TIMESTAMP) if now is not None else _timestamp_now()
+    token = credentials.token
     # (name, value, lower-case name), in order; names are compared lower-cased as HTTPHeaders does.
-    items = [("Host", host_header, "host"), *((k, v, k.lower()) for k, v in headers)]
+    items = [("Host", host_header, "host")]
+    has_date = False
+    for k, v in headers:
+        lname = k.lower()
+        has_date = has_date or lname == "date"
+        items.append((k, v, lname))
     if payload_hash is not None and not is_s3:  # SigV4Auth takes the payload hash from this header
         items.append(("X-Amz-Content-SHA256", payload_hash, "x-amz-content-sha256"))
     elif payload_hash is None and service in _CONTENT_SHA256_SERVICES:
         items.append(("X-Amz-Content-SHA256", _body_sha256(body), "x-amz-content-sha256"))
-    # _modify_request_before_signing
-    items = _without(items, "authorization")
-    if _first(items, "date") is not None:
+    # _modify_request_before_signing and add_auth: botocore deletes these headers, then appends its
+    # own in this order; none it appends is deleted after, so one pass removes them all first.
+    removed = _REMOVED[has_date, bool(token), is_s3]
+    items = [item for item in items if item[2] not in removed]
+    if has_date:
         when = datetime.datetime.strptime(timestamp, SIGV4_TIMESTAMP)
-        items = _without(_without(items, "date"), "x-amz-date")
         items.append(("Date", formatdate(int(calendar.timegm(when.timetuple()))), "date"))
     else:
-        items = _without(items, "x-amz-date")
         items.append(("X-Amz-Date", timestamp, "x-amz-date"))
-    if credentials.token:
-        items = _without(items, "x-amz-security-token")
-        items.append(("X-Amz-Security-Token", credentials.token, "x-amz-security-token"))
+    if token:
+        items.append(("X-Amz-Security-Token", token, "x-amz-security-token"))
     if is_s3:
-        items = _without(items, "x-amz-content-sha256")
         items.append(("X-Amz-Content-SHA256", payload_hash or _body_sha256(body), "x-amz-content-sha256"))
     canonical_request, names = _canonical_request(method, url, items, body, is_s3)
     signed_headers = ";".join(names)
@@ -277,10 +293,6 @@ def _timestamp_now() -> str:
     if _last_timestamp[0] != second:
         _last_timestamp = (second, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(second)))
     return _last_timestamp[1]
-
-
-def _without(items: list[tuple[str, str, str]], lname: str) -> list[tuple[str, str, str]]:
-    return [item for item in items if item[2] != lname]
 
 
 def _first(items: list[tuple[str, str, str]], lname: str) -> str | None:
