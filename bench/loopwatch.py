@@ -9,9 +9,11 @@ records are written as JSON to $LOOPWATCH_FILE every second and when mitmproxy s
 """
 
 import asyncio
+import contextvars
 import gc
 import json
 import os
+import sys
 import time
 
 STALL_MS = 10.0
@@ -68,6 +70,7 @@ def _write() -> None:
                     "stalls": _stalls,
                     "gc": _gc,
                     "hooks": _hook_time,
+                    "parts": _part_time,
                 },
                 f,
             )
@@ -91,6 +94,7 @@ def _timed(name: str, hook):
     if asyncio.iscoroutinefunction(hook):
 
         async def timed_async(flow):
+            _method.set(flow.request.method)
             t0 = clock()
             try:
                 return await hook(flow)
@@ -100,11 +104,36 @@ def _timed(name: str, hook):
         return timed_async
 
     def timed(flow):
+        _method.set(flow.request.method)
         t0 = clock()
         try:
             return hook(flow)
         finally:
             add(flow, clock() - t0)
+
+    return timed
+
+
+# The addon's methods and the core functions its module calls, timed like the hooks: a profile of
+# the addon's work taken inside the live proxy (nested: _forward includes sign_upstream).
+_PARTS_METHODS = ("_prepare", "_forward", "_log")
+_PARTS_FUNCTIONS = ("resolve", "sign_upstream")
+_part_time: dict[str, list[float]] = {}  # "METHOD part" -> [calls, seconds]
+# The method of the request whose hook is running (per asyncio task: one per connection).
+_method: contextvars.ContextVar[str] = contextvars.ContextVar("method", default="?")
+
+
+def _timed_part(name: str, function):
+    clock = time.thread_time
+
+    def timed(*args, **kwargs):
+        t0 = clock()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            totals = _part_time.setdefault(f"{_method.get()} {name}", [0, 0.0])
+            totals[0] += 1
+            totals[1] += clock() - t0
 
     return timed
 
@@ -123,6 +152,12 @@ def _time_addon_hooks() -> bool:
         if type(addon).__name__ == "ProxySigV4":
             for name in _HOOKS:
                 setattr(addon, name, _timed(name, getattr(addon, name)))
+            # and the parts of a request's work, measured in the same live process
+            for name in _PARTS_METHODS:
+                setattr(addon, name, _timed_part(name, getattr(addon, name)))
+            module = sys.modules[type(addon).__module__]
+            for name in _PARTS_FUNCTIONS:
+                setattr(module, name, _timed_part(name, getattr(module, name)))
             return True
     return False
 

@@ -52,10 +52,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=1.0, help="loaded measurement per set-up and round")
     parser.add_argument("--latency-seconds", type=float, default=0.5, help="one-client measurement")
+    parser.add_argument("--shared-windows", type=int, default=6, help="shared-core measurements")
+    parser.add_argument("--shared-seconds", type=float, default=1.5, help="per shared-core measurement")
     parser.add_argument("--stream-mib", type=int, default=1024)
     parser.add_argument("--json", default=str(ROOT / "bench" / "results.json"))
     args = parser.parse_args()
@@ -66,7 +68,14 @@ def main() -> int:
         f"Python {info['python']}, mitmproxy {info['mitmproxy']}\n"
     )
     results = {"machine": info}
-    results["throughput"] = throughput.run(args.rounds, args.clients, args.seconds, args.latency_seconds)
+    results["throughput"] = throughput.run(
+        args.rounds,
+        args.clients,
+        args.seconds,
+        args.latency_seconds,
+        args.shared_windows,
+        args.shared_seconds,
+    )
     throughput.print_table(results["throughput"])
     print()
     results["hotpath"] = hotpath.measure()

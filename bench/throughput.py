@@ -14,6 +14,7 @@ the upstream's samples of signed requests are verified (awscrt) and its counts c
 request through the addon arrived signed.
 """
 
+import asyncio
 import base64
 import json
 import os
@@ -40,6 +41,11 @@ from sigv4_verify import verify  # noqa: E402
 KEY, SECRET = "AKIABENCHSTATIC00001", "bench/static/secret"
 ROLE = "arn:aws:iam::123456789012:role/bench"
 SETUPS = ("direct", "bare", "static", "role")
+# Run together on the proxies' core, each with its own clients: under the OS's fair share of one
+# core, each forwards in inverse proportion to its CPU cost per request, and the machine's speed
+# changes (a noisy VM: +-30% between runs) hit all of them at once and cancel out of the ratios.
+SHARED = ("bare", "bare2", "reroute", "static", "role")
+SHARED_CLIENTS = 8  # per proxy
 # A JSON document of exactly 1 KiB (padded with insignificant whitespace).
 JSON_1K = json.dumps({"items": [{"id": i, "name": f"item-{i:04d}"} for i in range(30)]}).encode()[:1000]
 JSON_1K = (JSON_1K[: JSON_1K.rfind(b"},") + 1] + b"]}").ljust(1024, b" ")
@@ -105,9 +111,17 @@ class Setups:
             "PYTHONUNBUFFERED": "1",
         }
         watch = ["-s", str(ROOT / "bench" / "loopwatch.py")]
-        port = conftest.free_port()
         bare = [str(conftest.BIN / "mitmdump"), "--mode", f"reverse:{up}", "--listen-host", "127.0.0.1"]
-        self._mitmdump("bare", [*bare, "-p", str(port), *watch], env, port)
+        # bare2: a second bare mitmdump, the shared-core comparison's control (A/A);
+        # reroute: the cheapest rerouting script (bench/reroute.py), the floor for any addon.
+        env_reroute = env | {"REROUTE_UPSTREAM": f"127.0.0.1:{self.upstream_port}"}
+        for name, extra in (
+            ("bare", []),
+            ("bare2", []),
+            ("reroute", ["-s", str(ROOT / "bench" / "reroute.py")]),
+        ):
+            port = conftest.free_port()
+            self._mitmdump(name, [*bare, "-p", str(port), *extra, *watch], env_reroute, port)
         route = {"service": "execute-api", "region": "us-east-1"}
         for name, extra in (("static", {}), ("role", {"roleArn": ROLE})):
             config = workdir / f"{name}.yaml"
@@ -154,16 +168,55 @@ def _summary(values: list[float], digits: int) -> dict:
     }
 
 
-def run(rounds: int = 3, clients: int = 20, seconds: float = 2.0, latency_seconds: float = 1.0) -> dict:
+def run(
+    rounds: int = 3,
+    clients: int = 20,
+    seconds: float = 2.0,
+    latency_seconds: float = 1.0,
+    shared_windows: int = 6,
+    shared_seconds: float = 1.5,
+) -> dict:
     cpus = os.sched_getaffinity(0)
     pin(0, LOAD_CPUS)  # this process generates the load (until the run ends: see below)
     try:
-        return _run(rounds, clients, seconds, latency_seconds)
+        return _run(rounds, clients, seconds, latency_seconds, shared_windows, shared_seconds)
     finally:
         pin(0, cpus)  # e.g. the test suite goes on using every core
 
 
-def _run(rounds: int, clients: int, seconds: float, latency_seconds: float) -> dict:
+def shared_core(setups: "Setups", request: load.Request, windows: int, seconds: float, clients: int) -> dict:
+    """The SHARED proxies loaded at the same time, `windows` times: each one's requests/s relative
+    to bare mitmproxy (the mean of bare and bare2; bare2 itself relative to bare: the A/A control)."""
+
+    async def together(window: float) -> list[load.Result]:
+        return await asyncio.gather(
+            *(load._run(setups.ports[name], request, clients, window, 0.3) for name in SHARED)
+        )
+
+    asyncio.run(together(0.5))  # warm-up
+    ratios: dict[str, list[float]] = {name: [] for name in SHARED[1:]}
+    for _ in range(windows):
+        rps = dict(zip(SHARED, (r.rps for r in asyncio.run(together(seconds))), strict=True))
+        bare = (rps["bare"] + rps["bare2"]) / 2
+        ratios["bare2"].append(rps["bare2"] / rps["bare"])
+        for name in SHARED[2:]:
+            ratios[name].append(rps[name] / bare)
+    return {name: _quartiles(values) for name, values in ratios.items()}
+
+
+def _quartiles(values: list[float]) -> dict:
+    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return {"median": round(median, 3), "q1": round(q1, 3), "q3": round(q3, 3), "n": len(values)}
+
+
+def _run(
+    rounds: int,
+    clients: int,
+    seconds: float,
+    latency_seconds: float,
+    shared_windows: int,
+    shared_seconds: float,
+) -> dict:
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         setups = Setups(Path(tmp), stack)
         try:
@@ -203,6 +256,17 @@ def _run(rounds: int, clients: int, seconds: float, latency_seconds: float) -> d
                         row["one_p50_ms"].append(single.percentile_ms(50))
                         row["one_p99_ms"].append(single.percentile_ms(99))
                         row["errors"].append(loaded.errors + single.errors)
+            shared = {
+                # fewer requests of 1 MiB fit in a window: longer windows keep the counts comparable
+                r.name: shared_core(
+                    setups,
+                    r,
+                    shared_windows,
+                    shared_seconds * (2 if len(r.body) > 1 << 16 else 1),
+                    SHARED_CLIENTS,
+                )
+                for r in REQUESTS
+            }
             stats = setups.upstream_stats()
         finally:
             setups.stop()
@@ -229,12 +293,21 @@ def _run(rounds: int, clients: int, seconds: float, latency_seconds: float) -> d
                         / table[name]["cpu_ms_per_request"]["median"],
                         3,
                     ),
+                    # the median of each round's difference (measured seconds apart, not minutes)
                     "one_client_p50_overhead_ms": round(
-                        table[name]["one_client_p50_ms"]["median"]
-                        - table["bare"]["one_client_p50_ms"]["median"],
+                        statistics.median(
+                            s - b
+                            for s, b in zip(
+                                raw[request.name][name]["one_p50_ms"],
+                                raw[request.name]["bare"]["one_p50_ms"],
+                                strict=True,
+                            )
+                        ),
                         3,
                     ),
+                    "shared_core_rps_ratio": shared[request.name][name],
                 }
+            table["shared_core"] = shared[request.name]
             results["requests"][request.name] = table
         results["checks"] = _checks(setups, stats, warm_from)
         results["setup"] = {
@@ -242,6 +315,9 @@ def _run(rounds: int, clients: int, seconds: float, latency_seconds: float) -> d
             "clients": clients,
             "seconds": seconds,
             "latency_seconds": latency_seconds,
+            "shared_windows": shared_windows,
+            "shared_seconds": shared_seconds,
+            "shared_clients": SHARED_CLIENTS,
         }
         return results
 
@@ -279,8 +355,15 @@ def _checks(setups: Setups, stats: dict, warm_from: float) -> dict:
             mine = [v for k, v in hooks.items() if k.split()[0] == method]
             calls = max(c for c, _ in mine)
             per_method[method] = round(sum(t for _, t in mine) / calls * 1e6, 1)
+        parts = {}
+        for key, (calls, seconds) in record.get("parts", {}).items():
+            method, part = key.split()
+            if method in per_method and calls:
+                parts.setdefault(method, {})[part] = round(seconds / calls * 1e6, 1)
         stalls[name] = {
             "addon_hooks_us_per_request": per_method or None,
+            # inside the hooks, per call (nested: _forward includes sign_upstream, _prepare resolve)
+            "addon_parts_us": parts or None,
             "gc_worst_ms": round(record["gc"]["worst_ms"], 1),
             "callbacks": record["callbacks"],
             "stalls_during_warmup": len(record["stalls"]) - len(after),
@@ -293,6 +376,7 @@ def _checks(setups: Setups, stats: dict, warm_from: float) -> dict:
             "examples": [s[1:] for s in after[:3]],
         }
     return {
+        "reroute_requests_received": sum(n for k, n in stats["counts"].items() if k.split()[0] == "reroute"),
         "signed_requests_received": {
             k: stats["signed"].get(k, 0) for k in stats["counts"] if k.split()[0] in ("static", "role")
         },
@@ -335,6 +419,22 @@ def print_table(results: dict) -> None:
                 f"CPU-per-request ratio {ratio['cpu_ratio']:.3f}, "
                 f"1-client p50 overhead {ratio['one_client_p50_overhead_ms']:+.3f} ms"
             )
+    print(
+        f"\nshared core: the proxies below at the same time on one core, {setup['shared_clients']} clients "
+        f"each, {setup['shared_windows']} windows of {setup['shared_seconds']:g}s (PUT: twice as long);\n"
+        "requests/s relative to bare mitmproxy, median (quartiles). bare2 = a second bare mitmdump (the "
+        "measurement's own precision);\nreroute = the cheapest rerouting script, bench/reroute.py (what "
+        "any addon costs)"
+    )
+    header = f"{'request':<17}" + "".join(f"{name:>22}" for name in SHARED[1:])
+    print(header)
+    print("-" * len(header))
+    for kind, table in results["requests"].items():
+        cells = "".join(
+            f"{f'{r["median"]:.3f} ({r["q1"]:.3f}-{r["q3"]:.3f})':>22}"
+            for r in (table["shared_core"][name] for name in SHARED[1:])
+        )
+        print(f"{kind:<17}{cells}")
     checks = results["checks"]
     print(
         f"checks: unsigned through addon {checks['unsigned_requests_through_addon']}, sampled signatures "
@@ -353,6 +453,11 @@ def print_table(results: dict) -> None:
             hooks = ", ".join(f"{m} {us}" for m, us in loop["addon_hooks_us_per_request"].items())
             line += f"; addon hooks CPU per request (µs): {hooks}"
         print(line)
+        for method, parts in (loop.get("addon_parts_us") or {}).items():
+            print(
+                f"    {name} {method}, inside the hooks (µs per call): "
+                + ", ".join(f"{k} {v}" for k, v in parts.items())
+            )
 
 
 if __name__ == "__main__":

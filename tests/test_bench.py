@@ -20,7 +20,9 @@ import throughput  # noqa: E402
 
 def test_short_benchmark_run_checks_signatures_and_sts():
     cpus = os.sched_getaffinity(0)
-    results = throughput.run(rounds=1, clients=4, seconds=0.3, latency_seconds=0.2)
+    results = throughput.run(
+        rounds=1, clients=4, seconds=0.3, latency_seconds=0.2, shared_windows=2, shared_seconds=0.3
+    )
     assert os.sched_getaffinity(0) == cpus  # the load generator's pinning is undone
     checks = results["checks"]
     assert checks["unsigned_requests_through_addon"] == 0
@@ -31,8 +33,18 @@ def test_short_benchmark_run_checks_signatures_and_sts():
         for name in throughput.SETUPS:
             assert table[name]["errors"] == 0, (kind, name)
             assert table[name]["rps"]["median"] > 0, (kind, name)
+        for name in throughput.SHARED[1:]:  # every proxy forwarded in every shared-core window
+            assert table["shared_core"][name]["n"] == 2, (kind, name)
+            assert table["shared_core"][name]["q1"] > 0, (kind, name)
+    assert checks["reroute_requests_received"] > 0  # the reference script really reroutes
     hooks = checks["event_loop"]["static"]["addon_hooks_us_per_request"]
     assert set(hooks) == {"GET", "POST", "PUT"}
+    parts = checks["event_loop"]["static"]["addon_parts_us"]
+    assert set(parts) == {"GET", "POST", "PUT"}
+    assert set(parts["GET"]) == {"resolve", "_prepare", "sign_upstream", "_forward", "_log"}
+    # nested parts: the signature is inside _forward, the route lookup inside _prepare
+    assert parts["GET"]["sign_upstream"] < parts["GET"]["_forward"]
+    assert parts["GET"]["resolve"] < parts["GET"]["_prepare"]
 
 
 BLOCKING_SCRIPT = """
