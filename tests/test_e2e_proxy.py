@@ -250,8 +250,10 @@ def test_chunked_and_gzip_request_bodies_are_hashed_as_sent(proxy, upstream):
 def test_each_request_is_logged_once_at_info_without_secrets(proxy):
     get(f"{proxy.url}/api/logged?x=1")
     get(f"{proxy.url}/nothing")
+    get(f"{proxy.url}/api/per%25s%20cent?q=%25d")  # '%' in a line must not be taken as a format
     time.sleep(0.3)
     log = proxy.log()
+    assert "GET /api/per%25s%20cent?q=%25d -> http://127.0.0.1:" in log
     assert (
         "GET /api/logged?x=1 -> http://127.0.0.1:" in log
         and " 200 " in log
