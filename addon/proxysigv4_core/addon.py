@@ -534,7 +534,7 @@ class ProxySigV4:
             sent.append(("expect", expect))  # never signed; mitmproxy removes it before sending
         if handshake:
             sent += handshake  # the WebSocket handshake's own headers, not signed
-        request.headers = _headers(sent)
+        request.headers.fields = _encoded(sent)
         target_url = upstream.url
         payload = plan.payload_hash or f"hashed, sha256 {signed.canonical_request.rsplit(chr(10), 1)[-1]}"
         flow.metadata["proxysigv4"] = {
@@ -596,7 +596,7 @@ class ProxySigV4:
         ):
             kept += [h for h in websocket_accept_headers(fields) if h not in kept]
         if len(kept) != len(fields):
-            flow.response.headers = _headers(kept)
+            flow.response.headers.fields = _encoded(kept)
         stream = streams_response(route, fields, flow.request.method)
         if stream is not None:
             flow.response.stream = stream
@@ -747,5 +747,7 @@ def _fields(headers: http.Headers) -> list[tuple[str, str]]:
     return [(k.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for k, v in headers.fields]
 
 
-def _headers(fields: list[tuple[str, str]]) -> http.Headers:
-    return http.Headers([(k.encode("latin-1"), v.encode("utf-8", "surrogateescape")) for k, v in fields])
+def _encoded(fields: list[tuple[str, str]]) -> tuple[tuple[bytes, bytes], ...]:
+    """Header fields as mitmproxy holds them: set on the message's own Headers (a new Headers
+    object would check and convert every field again)."""
+    return tuple([(k.encode("latin-1"), v.encode("utf-8", "surrogateescape")) for k, v in fields])
