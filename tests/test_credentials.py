@@ -89,3 +89,37 @@ def test_failure_is_remembered_briefly_then_retried(clock, monkeypatch):
         assert p.last_error is None
 
     asyncio.run(main())
+
+
+def _routes(spec: dict) -> tuple:
+    from proxysigv4_core.config import parse_config
+
+    return parse_config({"proxysigv4": spec}, "test.yaml").routes
+
+
+def test_store_shares_a_provider_between_routes_with_the_same_credentials_and_across_reloads():
+    from proxysigv4_core.credentials import CredentialStore
+
+    role = "arn:aws:iam::123456789012:role/r"
+    first = _routes(
+        {
+            "/a": "https://a.execute-api.us-east-1.amazonaws.com",
+            "/b": "https://b.execute-api.us-east-1.amazonaws.com",
+            "/r": {"target": "https://r.execute-api.us-east-1.amazonaws.com", "roleArn": role},
+        }
+    )
+    store = CredentialStore()
+    a, b, r = (store.provider(route) for route in first)
+    assert a is b and a is not r
+    assert store.provider(first[2]) is r  # asked again (per request): the same provider
+    # A reload builds new route objects: same credentials, same provider (its credentials kept).
+    second = _routes({"/r2": {"target": "https://x.execute-api.us-east-1.amazonaws.com", "roleArn": role}})
+    store.retain(second)
+    assert store.provider(second[0]) is r
+    # The default chain is no longer used by any route: dropped, and rebuilt when needed again.
+    assert store.provider(first[0]) is not a
+    # Another role is another provider.
+    other = _routes(
+        {"/o": {"target": "https://o.execute-api.us-east-1.amazonaws.com", "roleArn": role + "2"}}
+    )
+    assert store.provider(other[0]) is not r

@@ -190,14 +190,22 @@ class CredentialStore:
 
     def __init__(self) -> None:
         self._providers: dict[CredentialSpec, CredentialProvider] = {}
+        # Per route object (the entry holds the route, so its id is not reused): asked once per
+        # request, and a spec built and hashed field by field each time costs more than the rest.
+        self._by_route: dict[int, tuple[Route, CredentialProvider]] = {}
 
     def provider(self, route: Route) -> CredentialProvider:
+        entry = self._by_route.get(id(route))
+        if entry is not None and entry[0] is route:
+            return entry[1]
         spec = CredentialSpec.of(route)
         if spec not in self._providers:
             self._providers[spec] = CredentialProvider(spec)
+        self._by_route[id(route)] = (route, self._providers[spec])
         return self._providers[spec]
 
     def retain(self, routes: tuple[Route, ...]) -> None:
         """Drop providers no route uses any more (after a config reload)."""
         keep = {CredentialSpec.of(r) for r in routes}
         self._providers = {s: p for s, p in self._providers.items() if s in keep}
+        self._by_route = {}
