@@ -107,3 +107,32 @@ def test_response_filter_keeps_framing_and_aws_headers_drops_the_rest():
         ("x-amz-request-id", "1"),
     ]
     assert ("Set-Cookie", "a=1") in filter_response_headers(response_policy(["set-cookie"]), fields)
+
+
+@pytest.mark.parametrize(
+    "fields, status, error, names",
+    [
+        ([("Accept", "a"), ("X-A", "b\x00c")], 400, "invalid_header", "'X-A'"),
+        ([("X-B\r", "v"), ("Accept", "a")], 400, "invalid_header", "'X-B\\r'"),
+        ([("Accept", "a"), ("X-C", "line\nInjected: 1"), ("X-D", "ok")], 400, "invalid_header", "'X-C'"),
+        ([("X-Big", "a" * (64 * 1024))], 431, "headers_too_large", None),
+        ([("Transfer-Encoding", "gzip, chunked")], 501, "unsupported_transfer_encoding", None),
+    ],
+)
+def test_request_headers_with_forbidden_bytes_size_or_codings_are_refused(fields, status, error, names):
+    from proxysigv4_core.headers import check_request_headers
+    from proxysigv4_core.rejection import RequestRejected
+
+    with pytest.raises(RequestRejected) as refused:
+        check_request_headers(fields)
+    assert (refused.value.status, refused.value.error) == (status, error)
+    if names:
+        assert names in refused.value.message
+
+
+def test_ordinary_request_headers_pass_the_check():
+    from proxysigv4_core.headers import check_request_headers
+
+    check_request_headers(
+        [("Accept", "a"), ("X-Tab", "a\tb"), ("Transfer-Encoding", "chunked"), ("X-Near", "a" * 60000)]
+    )
