@@ -239,10 +239,12 @@ def _run(
                 }
                 for r in REQUESTS
             }
+            phases: list[tuple[float, str]] = []  # (start, request kind): what a stall hit
             for n in range(rounds):
                 for request in REQUESTS:
                     order = SETUPS[n % len(SETUPS) :] + SETUPS[: n % len(SETUPS)]
                     for name in order:
+                        phases.append((time.time(), request.name))
                         port = setups.ports[name]
                         cpu0 = setups.cpu_seconds(name)
                         loaded = load.run(port, request, clients, seconds)
@@ -310,7 +312,7 @@ def _run(
                 }
             table["shared_core"] = shared[request.name]
             results["requests"][request.name] = table
-        results["checks"] = _checks(setups, stats, warm_from, shared_from)
+        results["checks"] = _checks(setups, stats, warm_from, shared_from, phases)
         results["setup"] = {
             "rounds": rounds,
             "clients": clients,
@@ -323,7 +325,9 @@ def _run(
         return results
 
 
-def _checks(setups: Setups, stats: dict, warm_from: float, shared_from: float) -> dict:
+def _checks(
+    setups: Setups, stats: dict, warm_from: float, shared_from: float, phases: list[tuple[float, str]]
+) -> dict:
     """Every request through the addon arrived signed; sampled signatures verify; STS and stalls."""
     secrets = {KEY: (SECRET, None)} | {k: (s, t) for k, (s, t, _) in setups.sts.issued.items()}
     verified = failed = 0
@@ -375,6 +379,11 @@ def _checks(setups: Setups, stats: dict, warm_from: float, shared_from: float) -
             "busy_stalls_after_warmup": len(busy),
             "busy_stalls_in_gc": sum(1 for s in busy if s[3] >= s[2] / 2),
             "examples": [s[1:] for s in after[:3]],
+            # the request kind being measured when each stall (after warm-up) happened
+            "stalls_by_request": {
+                kind: sum(1 for s in after if _phase(phases, s[0]) == kind)
+                for kind in (r.name for r in REQUESTS)
+            },
         }
     return {
         "reroute_requests_received": sum(n for k, n in stats["counts"].items() if k.split()[0] == "reroute"),
@@ -389,6 +398,10 @@ def _checks(setups: Setups, stats: dict, warm_from: float, shared_from: float) -
         "event_loop_stall_ms": 10.0,
         "event_loop": stalls,
     }
+
+
+def _phase(phases: list[tuple[float, str]], when: float) -> str | None:
+    return next((kind for start, kind in reversed(phases) if start <= when), None)
 
 
 def print_table(results: dict) -> None:
@@ -448,7 +461,9 @@ def print_table(results: dict) -> None:
             "(before the shared-core part) "
             f"{loop['stalls_after_warmup']} (worst {loop['worst_after_warmup_ms']} ms; "
             f"> 10 ms on the CPU: {loop['busy_stalls_after_warmup']}, "
-            f"of which in gc: {loop['busy_stalls_in_gc']}), "
+            f"of which in gc: {loop['busy_stalls_in_gc']}; "
+            + ", ".join(f"{kind} {count}" for kind, count in loop["stalls_by_request"].items())
+            + "), "
             f"during warm-up {loop['stalls_during_warmup']}; worst gc pause {loop['gc_worst_ms']} ms"
         )
         if loop["addon_hooks_us_per_request"]:

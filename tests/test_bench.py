@@ -37,6 +37,8 @@ def test_short_benchmark_run_checks_signatures_and_sts():
             assert table["shared_core"][name]["n"] == 2, (kind, name)
             assert table["shared_core"][name]["q1"] > 0, (kind, name)
     assert checks["reroute_requests_received"] > 0  # the reference script really reroutes
+    for name, loop in checks["event_loop"].items():  # every stall after warm-up has its request kind
+        assert sum(loop["stalls_by_request"].values()) == loop["stalls_after_warmup"], name
     hooks = checks["event_loop"]["static"]["addon_hooks_us_per_request"]
     assert set(hooks) == {"GET", "POST", "PUT"}
     parts = checks["event_loop"]["static"]["addon_parts_us"]
@@ -99,3 +101,14 @@ def test_loopwatch_counts_blocking_and_busy_callbacks(tmp_path):
     # (time, ms, cpu ms, gc ms, callback): one waited ~50 ms, one spun ~50 ms on the CPU
     assert any(s[1] >= 45 and s[2] < 10 for s in stalls), stalls
     assert any(s[1] >= 45 and s[2] >= 45 for s in stalls), stalls
+
+
+def test_a_stall_is_counted_for_the_request_kind_measured_when_it_happened():
+    phases = [(10.0, "GET"), (20.0, "POST"), (30.0, "GET"), (40.0, "PUT")]
+    assert [throughput._phase(phases, t) for t in (9.0, 10.0, 25.0, 35.0, 99.0)] == [
+        None,
+        "GET",
+        "POST",
+        "GET",
+        "PUT",
+    ]
