@@ -78,7 +78,7 @@ async def _worker(port: int, wire: bytes, warm_until: float, stop_at: float, res
         writer.close()
 
 
-async def _run(port: int, request: Request, clients: int, seconds: float, warmup: float) -> Result:
+async def run_async(port: int, request: Request, clients: int, seconds: float, warmup: float) -> Result:
     wire = request.wire(f"127.0.0.1:{port}")
     start = time.perf_counter()
     warm_until, stop_at = start + warmup, start + warmup + seconds
@@ -93,4 +93,4 @@ async def _run(port: int, request: Request, clients: int, seconds: float, warmup
 
 def run(port: int, request: Request, clients: int, seconds: float, warmup: float = 0.3) -> Result:
     """Send `request` from `clients` keep-alive connections for `seconds` after `warmup`."""
-    return asyncio.run(_run(port, request, clients, seconds, warmup))
+    return asyncio.run(run_async(port, request, clients, seconds, warmup))

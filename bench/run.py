@@ -1,7 +1,9 @@
 """`make bench`: the whole benchmark in one run (under 3 minutes on 2 cores), on 127.0.0.1 only.
 
 1. throughput: direct / bare mitmdump / mitmdump + proxysigv4 (static credentials) / + an
-   assume-role route, GET / POST 1 KiB / PUT 1 MiB, interleaved rounds (bench/throughput.py);
+   assume-role route, GET / POST 1 KiB / PUT 1 MiB, interleaved rounds, then all of them (and a
+   second bare mitmdump and a minimal rerouting script) loaded together on one core
+   (bench/throughput.py);
 2. the per-request addon work in-process against bare botocore (bench/hotpath.py);
 3. streaming: 1 GiB each way through the proxy, peak RSS growth (bench/streaming.py).
 

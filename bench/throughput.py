@@ -9,9 +9,13 @@ For each request kind (GET with a small query, POST with 1 KiB JSON, PUT with 1 
 the set-ups are measured one after the other in a rotating order: first loaded (N keep-alive
 clients: requests/s, p50, p99), then unloaded (one client: the latency a request pays).
 
-All mitmdump processes also load bench/loopwatch.py, which records event-loop stalls. At the end
-the upstream's samples of signed requests are verified (awscrt) and its counts checked: every
-request through the addon arrived signed.
+Then the shared-core comparison: bare, a second bare (the control), a mitmdump running the cheapest
+rerouting script (bench/reroute.py), static and role, all loaded at the same time on the proxies'
+core; each one's requests/s relative to bare, per window, median and quartiles over the windows.
+
+All mitmdump processes also load bench/loopwatch.py, which records event-loop stalls and times the
+addon's hooks and their parts. At the end the upstream's samples of signed requests are verified
+(awscrt) and its counts checked: every request through the addon arrived signed.
 """
 
 import asyncio
@@ -190,7 +194,7 @@ def shared_core(setups: "Setups", request: load.Request, windows: int, seconds: 
 
     async def together(window: float) -> list[load.Result]:
         return await asyncio.gather(
-            *(load._run(setups.ports[name], request, clients, window, 0.3) for name in SHARED)
+            *(load.run_async(setups.ports[name], request, clients, window, 0.3) for name in SHARED)
         )
 
     asyncio.run(together(0.5))  # warm-up
