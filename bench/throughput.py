@@ -188,22 +188,31 @@ def run(
         pin(0, cpus)  # e.g. the test suite goes on using every core
 
 
-def shared_core(setups: "Setups", request: load.Request, windows: int, seconds: float, clients: int) -> dict:
-    """The SHARED proxies loaded at the same time, `windows` times: each one's requests/s relative
-    to bare mitmproxy (the mean of bare and bare2; bare2 itself relative to bare: the A/A control)."""
+def shared_core(
+    ports: dict[str, int],
+    request: load.Request,
+    windows: int,
+    seconds: float,
+    clients: int,
+    names: tuple[str, ...] = SHARED,
+) -> dict:
+    """The proxies `names` (starting with bare and bare2) loaded at the same time, `windows` times:
+    each one's requests/s relative to bare mitmproxy (the mean of bare and bare2; bare2 itself
+    relative to bare: the A/A control). All must share one core (see SHARED)."""
+    assert names[:2] == ("bare", "bare2"), names
 
     async def together(window: float) -> list[load.Result]:
         return await asyncio.gather(
-            *(load.run_async(setups.ports[name], request, clients, window, 0.3) for name in SHARED)
+            *(load.run_async(ports[name], request, clients, window, 0.3) for name in names)
         )
 
     asyncio.run(together(0.5))  # warm-up
-    ratios: dict[str, list[float]] = {name: [] for name in SHARED[1:]}
+    ratios: dict[str, list[float]] = {name: [] for name in names[1:]}
     for _ in range(windows):
-        rps = dict(zip(SHARED, (r.rps for r in asyncio.run(together(seconds))), strict=True))
+        rps = dict(zip(names, (r.rps for r in asyncio.run(together(seconds))), strict=True))
         bare = (rps["bare"] + rps["bare2"]) / 2
         ratios["bare2"].append(rps["bare2"] / rps["bare"])
-        for name in SHARED[2:]:
+        for name in names[2:]:
             ratios[name].append(rps[name] / bare)
     return {name: _quartiles(values) for name, values in ratios.items()}
 
@@ -266,7 +275,7 @@ def _run(
             shared = {
                 # fewer requests of 1 MiB fit in a window: longer windows keep the counts comparable
                 r.name: shared_core(
-                    setups,
+                    setups.ports,
                     r,
                     shared_windows,
                     shared_seconds * (2 if len(r.body) > 1 << 16 else 1),

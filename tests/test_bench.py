@@ -112,3 +112,54 @@ def test_a_stall_is_counted_for_the_request_kind_measured_when_it_happened():
         "GET",
         "PUT",
     ]
+
+
+SPIN_SCRIPT = """
+import time
+
+class Spin:
+    def request(self, flow):
+        end = time.thread_time() + 0.003   # 3 ms on the CPU per request: as much as mitmproxy's own
+        while time.thread_time() < end:
+            pass
+
+addons = [Spin()]
+"""
+
+
+def test_shared_core_comparison_sees_what_a_proxy_costs_per_request(tmp_path):
+    """The instrument behind the headline ratio: a proxy that spends 3 ms more CPU per request
+    forwards clearly fewer requests than bare mitmproxy; a second bare one about as many."""
+    script = tmp_path / "spin.py"
+    script.write_text(SPIN_SCRIPT)
+    upstream_port = conftest.free_port()
+    procs = [subprocess.Popen([sys.executable, str(BENCH / "upstream.py"), str(upstream_port)])]
+    cpus = os.sched_getaffinity(0)
+    try:
+        conftest.wait_for_port(upstream_port, procs[0])
+        ports = {}
+        for name, extra in (("bare", []), ("bare2", []), ("spin", ["-s", str(script)])):
+            ports[name] = conftest.free_port()
+            cmd = [
+                str(conftest.BIN / "mitmdump"),
+                "--mode",
+                f"reverse:http://127.0.0.1:{upstream_port}",
+                "--listen-host",
+                "127.0.0.1",
+                "-p",
+                str(ports[name]),
+                *extra,
+            ]
+            procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
+            throughput.pin(procs[-1].pid, throughput.PROXY_CPUS)  # all three share one core
+            conftest.wait_for_port(ports[name], procs[-1])
+        throughput.pin(0, throughput.LOAD_CPUS)
+        ratios = throughput.shared_core(
+            ports, throughput.REQUESTS[0], 3, 0.6, 6, names=("bare", "bare2", "spin")
+        )
+    finally:
+        throughput.pin(0, cpus)
+        for proc in procs:
+            conftest.stop(proc)
+    assert ratios["spin"]["median"] < 0.8, ratios
+    assert 0.8 < ratios["bare2"]["median"] < 1.25, ratios
