@@ -505,7 +505,8 @@ class ProxySigV4:
                 body,
                 credentials,
                 payload_hash=plan.payload_hash,
-                content_length=content_length(fields),
+                # a held body's own length is used; a streamed one's comes from the client's header
+                content_length=content_length(fields) if body is None else None,
             )
             scope, signed_at = signed.string_to_sign.split("\n")[2], signed.header("x-amz-date")
             signature = (signed.header("authorization") or "").rsplit("Signature=", 1)[-1]
@@ -717,7 +718,7 @@ class ProxySigV4:
         )
 
 
-def _is_request_line(record: logging.LogRecord) -> bool:
+def _not_request_line(record: logging.LogRecord) -> bool:
     return record.name != request_log.name
 
 
@@ -727,8 +728,8 @@ def _skip_legacy_log_events() -> None:
     work on a request): the per-request lines skip that path. Terminal, mitmweb's event log and
     other handlers still get them."""
     for handler in logging.getLogger().handlers:
-        if isinstance(handler, mitmproxy_log.LegacyLogEvents) and _is_request_line not in handler.filters:
-            handler.addFilter(_is_request_line)
+        if isinstance(handler, mitmproxy_log.LegacyLogEvents) and _not_request_line not in handler.filters:
+            handler.addFilter(_not_request_line)
 
 
 def _file_mark(path: str) -> tuple[int, int] | None:
