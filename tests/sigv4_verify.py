@@ -112,6 +112,15 @@ def botocore_authorization(
     return request.headers["Authorization"]
 
 
+def _payload_hash_mismatch(headers, body: bytes) -> Verdict | None:
+    """A failed Verdict when x-amz-content-sha256 claims a hash the body received does not have."""
+    content_sha = _header(headers, "x-amz-content-sha256")
+    if content_sha is not None and content_sha not in UNSIGNED_MODES:
+        if content_sha != hashlib.sha256(body).hexdigest():
+            return Verdict(False, "x-amz-content-sha256 does not match the body received")
+    return None
+
+
 def _parse_authorization(pattern: re.Pattern[str], headers, secrets):
     """The Authorization header's parts, the caller's secret and token, and the signed header
     names, after the checks every verifier makes; or the Verdict that failed."""
@@ -161,12 +170,10 @@ def verify(
     signed_headers = [
         (k, v) for k, v in headers if k.lower() in signed or k.lower() == "x-amz-security-token"
     ]
-    content_sha = _header(headers, "x-amz-content-sha256")
-    if m["service"] in S3_SERVICES and content_sha is None:
+    if m["service"] in S3_SERVICES and _header(headers, "x-amz-content-sha256") is None:
         return Verdict(False, "S3 request without x-amz-content-sha256")
-    if content_sha is not None and content_sha not in UNSIGNED_MODES:
-        if content_sha != hashlib.sha256(body).hexdigest():
-            return Verdict(False, "x-amz-content-sha256 does not match the body received")
+    if (mismatch := _payload_hash_mismatch(headers, body)) is not None:
+        return mismatch
     signer = crt_authorization
     if "://" in target.split("?")[0] or ":/" in target.split("?")[0]:
         # awscrt's URI parser rejects paths with a "scheme:/" look-alike segment (e.g. /http:/x):
@@ -279,10 +286,8 @@ def verify_sigv4a(
     amz_date = _header(headers, "x-amz-date") or ""
     if "x-amz-region-set" not in signed:
         return Verdict(False, "x-amz-region-set not signed")
-    content_sha = _header(headers, "x-amz-content-sha256")
-    if content_sha is not None and content_sha not in UNSIGNED_MODES:
-        if content_sha != hashlib.sha256(body).hexdigest():
-            return Verdict(False, "x-amz-content-sha256 does not match the body received")
+    if (mismatch := _payload_hash_mismatch(headers, body)) is not None:
+        return mismatch
     request = AWSRequest(method=method, url=f"http://{_header(headers, 'host')}{target}", data=body)
     for k, v in headers:
         if k.lower() in signed:
