@@ -115,7 +115,6 @@ class Setups:
             "PYTHONUNBUFFERED": "1",
         }
         watch = ["-s", str(ROOT / "bench" / "loopwatch.py")]
-        bare = [str(conftest.BIN / "mitmdump"), "--mode", f"reverse:{up}", "--listen-host", "127.0.0.1"]
         # bare2: a second bare mitmdump, the shared-core comparison's control (A/A);
         # reroute: the cheapest rerouting script (bench/reroute.py), the floor for any addon.
         env_reroute = env | {"REROUTE_UPSTREAM": f"127.0.0.1:{self.upstream_port}"}
@@ -125,7 +124,7 @@ class Setups:
             ("reroute", ["-s", str(ROOT / "bench" / "reroute.py")]),
         ):
             port = conftest.free_port()
-            self._mitmdump(name, [*bare, "-p", str(port), *extra, *watch], env_reroute, port)
+            self._mitmdump(name, conftest.bare_mitmdump_command(up, port, *extra, *watch), env_reroute, port)
         route = {"service": "execute-api", "region": "us-east-1"}
         for name, extra in (("static", {}), ("role", {"roleArn": ROLE})):
             config = workdir / f"{name}.yaml"

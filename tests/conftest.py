@@ -27,6 +27,20 @@ def moto(tmp_path_factory) -> Iterator[Moto]:
         yield m
 
 
+def bare_mitmdump_command(upstream_url: str, port: int, *args: str) -> list[str]:
+    """mitmdump as a plain reverse proxy to `upstream_url` on 127.0.0.1:`port`, without this addon."""
+    return [
+        str(BIN / "mitmdump"),
+        "--mode",
+        f"reverse:{upstream_url}",
+        "--listen-host",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        *args,
+    ]
+
+
 def mitmdump_command(config: Path, port: int, *args: str, program: str = "mitmdump") -> list[str]:
     return [
         str(BIN / program),

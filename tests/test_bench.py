@@ -71,19 +71,9 @@ def test_loopwatch_counts_blocking_and_busy_callbacks(tmp_path):
     record = tmp_path / "stalls.json"
     with conftest.Upstream(lambda r: (200, [], b"ok")) as upstream:
         port = conftest.free_port()
-        cmd = [
-            str(conftest.BIN / "mitmdump"),
-            "--mode",
-            f"reverse:{upstream.url}",
-            "--listen-host",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-s",
-            str(BENCH / "loopwatch.py"),
-            "-s",
-            str(script),
-        ]
+        cmd = conftest.bare_mitmdump_command(
+            upstream.url, port, "-s", str(BENCH / "loopwatch.py"), "-s", str(script)
+        )
         env = {**os.environ, "LOOPWATCH_FILE": str(record)}
         log = open(tmp_path / "mitmdump.log", "wb")
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -140,16 +130,7 @@ def test_shared_core_comparison_sees_what_a_proxy_costs_per_request(tmp_path):
         ports = {}
         for name, extra in (("bare", []), ("bare2", []), ("spin", ["-s", str(script)])):
             ports[name] = conftest.free_port()
-            cmd = [
-                str(conftest.BIN / "mitmdump"),
-                "--mode",
-                f"reverse:http://127.0.0.1:{upstream_port}",
-                "--listen-host",
-                "127.0.0.1",
-                "-p",
-                str(ports[name]),
-                *extra,
-            ]
+            cmd = conftest.bare_mitmdump_command(f"http://127.0.0.1:{upstream_port}", ports[name], *extra)
             procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
             throughput.pin(procs[-1].pid, throughput.PROXY_CPUS)  # all three share one core
             conftest.wait_for_port(ports[name], procs[-1])
