@@ -5,12 +5,16 @@ Authorization. Hypothesis draws the requests; botocore's clock is pinned to the 
 import datetime
 from unittest import mock
 
+import pytest
 from botocore.credentials import ReadOnlyCredentials
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxysigv4_core import signing
-from proxysigv4_core.signing import sign_request, sign_request_botocore
+from proxysigv4_core.config import parse_config
+from proxysigv4_core.headers import filter_request_headers
+from proxysigv4_core.routing import RouteTable, resolve
+from proxysigv4_core.signing import SignedRequest, sign_request, sign_request_botocore, sign_upstream
 
 WHEN = datetime.datetime(2026, 11, 26, 23, 59, 58, tzinfo=datetime.UTC)
 
@@ -146,3 +150,88 @@ def test_the_cached_timestamp_is_the_current_second_in_sigv4_form():
         now.strftime("%Y%m%dT%H%M%SZ"),
         (now + datetime.timedelta(seconds=1)).strftime("%Y%m%dT%H%M%SZ"),
     }
+
+
+ROUTES = RouteTable(
+    parse_config(
+        {
+            "proxysigv4": {
+                "/api": "https://abc.execute-api.eu-west-1.amazonaws.com/prod",
+                "/s3": "https://s3.eu-central-1.amazonaws.com",
+                "/port": "https://abc.execute-api.eu-west-1.amazonaws.com:8443/stage?fixed=1",
+            }
+        },
+        "inline",
+    ).routes
+)
+
+
+@pytest.mark.parametrize(
+    "client_target",
+    [
+        "/api/a%20b/caf%C3%A9?b=2&a=1&a=0&empty=&bare",
+        "/api/a:b@c!$'()*,;=?sp=a+b&pct=100%25",
+        "/s3/bucket/key+with+plus?uploads",
+        "/s3/bucket/a%2Fb/%E2%9C%93?list-type=2&prefix=a%2Fb",
+        "/port/x//y?Z=1&_=1&~=1",
+    ],
+)
+@pytest.mark.parametrize("token", [None, "session/token+=="])
+def test_sign_upstream_signs_as_sign_request_does_on_the_upstream_url(client_target, token):
+    """sign_upstream hands the path and query over already split: the result is the same as
+    sign_request on the whole URL (which botocore's signer is held to above)."""
+    upstream = resolve(ROUTES, client_target)
+    route = upstream.route
+    creds = ReadOnlyCredentials("AKIDEXAMPLE", "secret/key", token)
+    headers = [("Content-Type", "application/json"), ("Date", "x"), ("X-Amz-Meta-A", " a  b ")]
+    with mock.patch("proxysigv4_core.signing._timestamp_now", return_value="20261126T235958Z"):
+        ours = sign_upstream(upstream, "PUT", headers, b"body", creds)
+    reference = sign_request(
+        method="PUT",
+        url=upstream.url,
+        host_header=route.target.host_header,
+        headers=filter_request_headers(route.request_headers, headers) + [("content-length", "4")],
+        body=b"body",
+        credentials=creds,
+        service=route.service,
+        region=route.region,
+        is_s3=route.is_s3,
+        now=WHEN,
+    )
+    assert (ours.headers, ours.canonical_request, ours.string_to_sign) == (
+        reference.headers,
+        reference.canonical_request,
+        reference.string_to_sign,
+    )
+
+
+@pytest.mark.parametrize("token", [None, "session/token+=="])
+def test_recorded_parts_equal_the_ones_parsed_from_the_signed_request(token):
+    """The scope, signature and hidden secrets sign_request keeps are what the generic
+    SignedRequest (used for the other signers) reads back from the headers."""
+    creds = ReadOnlyCredentials("AKIAIOSFODNN7EXAMPLE", "secret/key", token)
+    signed = sign_request(
+        method="GET",
+        url="https://h.execute-api.us-east-1.amazonaws.com/x?a=1",
+        host_header="h.execute-api.us-east-1.amazonaws.com",
+        headers=[("Accept", "*/*")],
+        body=b"",
+        credentials=creds,
+        service="execute-api",
+        region="us-east-1",
+        is_s3=False,
+        now=WHEN,
+    )
+    generic = SignedRequest(
+        signed.headers, signed.signed_headers, signed.canonical_request, signed.string_to_sign
+    )
+    assert signed.scope == generic.scope == "20261126/us-east-1/execute-api/aws4_request"
+    assert signed.signature == generic.signature != ""
+    assert sorted(signed.redacted_secrets()) == sorted(generic.redacted_secrets())
+    hidden = dict(signed.redacted_secrets())
+    assert (
+        signed.signature not in hidden["Authorization"]
+        and "AKIAIOSFODNN7EXAMPLE" not in hidden["Authorization"]
+    )
+    assert hidden["Authorization"].endswith("Signature=<redacted>")
+    assert ("X-Amz-Security-Token" in hidden) == bool(token)

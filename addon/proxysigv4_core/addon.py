@@ -39,7 +39,6 @@ from .signing import (
     SignedRequest,
     mask_key_id,
     presign_url,
-    redact,
     redact_canonical,
     redact_query,
     sign_upstream,
@@ -59,8 +58,6 @@ RELOAD_INTERVAL = 1.0
 # A WebSocket upgrade signed in its URL must be used at once: a minute is plenty.
 WEBSOCKET_PRESIGN_EXPIRES = 60
 _SECRET_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "awscrt")
-# Signed headers that hold a secret: hidden in the flow once the request has left.
-_SECRET_HEADERS = frozenset({"authorization", "x-amz-security-token"})
 
 
 @dataclass
@@ -508,8 +505,10 @@ class ProxySigV4:
                 # a held body's own length is used; a streamed one's comes from the client's header
                 content_length=content_length(fields) if body is None else None,
             )
-            scope, signed_at = signed.string_to_sign.split("\n")[2], signed.header("x-amz-date")
-            signature = (signed.header("authorization") or "").rsplit("Signature=", 1)[-1]
+            # the string to sign's 2nd and 3rd lines: when it was signed (also if a Date header
+            # carried the time) and the credential scope
+            _, signed_at, scope, _ = signed.string_to_sign.split("\n", 3)
+            signature = signed.signature
         # mitmproxy closes the client connection after the response only if the request says so,
         # and answers `Expect: 100-continue` itself (then drops the header) if it is still there.
         tokens = connection_tokens(fields)
@@ -557,7 +556,6 @@ class ProxySigV4:
             "string_to_sign": signed.string_to_sign,
             "replayed": flow.is_replay == "request",
         }
-        secret_headers = [(k, v) for k, v in signed.headers if k.lower() in _SECRET_HEADERS]
         echoed = tuple(v.encode() for v in (credentials.token, signature) if v)
         in_flight = _InFlight(
             route,
@@ -565,7 +563,7 @@ class ProxySigV4:
             target_url,
             pending.started,
             secrets=echoed,
-            redacted=tuple(redact(secret_headers)),
+            redacted=signed.redacted_secrets(),
             flow_path=flow_path if flow_path != path else None,
         )
         if route.timeout:

@@ -7,6 +7,7 @@ send; nothing else may be added afterwards (it would not be signed).
 
 import calendar
 import datetime
+import functools
 import hashlib
 import hmac
 import re
@@ -45,6 +46,8 @@ _RECORD_KEY = "proxysigv4_canonical"
 _SIGNATURE = re.compile(r"Signature=[0-9a-f]+")
 _CREDENTIAL = re.compile(r"Credential=([A-Z0-9]+)/")
 REDACTED = "<redacted>"
+# Signed headers that hold a secret: hidden in the flow once the request has left.
+SECRET_HEADERS = frozenset({"authorization", "x-amz-security-token"})
 
 
 def mask_key_id(access_key_id: str | None) -> str | None:
@@ -93,9 +96,69 @@ class SignedRequest:
         lname = name.lower()
         return next((v for k, v in self.headers if k.lower() == lname), None)
 
+    @property
+    def scope(self) -> str:
+        """The credential scope (day/region/service/aws4_request, or day/service/... for SigV4a)."""
+        return self.string_to_sign.split("\n", 3)[2]
+
+    @property
+    def signature(self) -> str:
+        return (self.header("authorization") or "").rsplit("Signature=", 1)[-1]
+
+    def redacted_secrets(self) -> tuple[tuple[str, str], ...]:
+        """The signed headers that hold a secret, hidden (see `redact`): what stays in the flow."""
+        return tuple(redact([(k, v) for k, v in self.headers if k.lower() in SECRET_HEADERS]))
+
+
+@dataclass(frozen=True)
+class _SignedV4(SignedRequest):
+    """What `sign_request` computed, with the parts the addon records kept instead of re-parsed."""
+
+    _scope: str = ""
+    _signature: str = ""
+    _access_key: str = ""
+    _token: bool = False
+
+    @property
+    def scope(self) -> str:
+        return self._scope
+
+    @property
+    def signature(self) -> str:
+        return self._signature
+
+    def redacted_secrets(self) -> tuple[tuple[str, str], ...]:
+        # The same as the generic scan, built from what is known: Authorization is the last header.
+        name, authorization = self.headers[-1]
+        masked = authorization.replace(f"={self._access_key}/", f"={mask_key_id(self._access_key)}/", 1)
+        masked = masked[: -len(self._signature)] + REDACTED
+        if self._token:
+            return (("X-Amz-Security-Token", REDACTED), (name, masked))
+        return ((name, masked),)
+
+
+class _SigningKey:
+    """A SigV4 signing key with its HMAC-SHA256 pads hashed once: signing a string is then two hash
+    copies (hmac.digest would set up OpenSSL's HMAC, key schedule included, on every call)."""
+
+    __slots__ = ("key", "_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+        padded = key.ljust(64, b"\0")  # a SigV4 key is 32 bytes: shorter than SHA-256's block
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
+
+    def sign(self, message: bytes) -> str:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
+
 
 # Signing keys derived from (secret, day, region, service): valid for that whole UTC day.
-_signing_keys: dict[tuple[str, str, str, str], bytes] = {}
+_signing_keys: dict[tuple[str, str, str, str], _SigningKey] = {}
 _SIGNING_KEYS_KEPT = 64
 _NOT_SIGNED = frozenset(SIGNED_HEADERS_BLACKLIST)
 # The headers botocore deletes before it signs, by (client sent Date, session token, S3).
@@ -155,77 +218,156 @@ def sign_request(
     and with the signing key cached per day; `sign_request_botocore` runs botocore's own signer
     on the same input and the tests require both to agree, byte for byte.
     """
-    timestamp = now.strftime(SIGV4_TIMESTAMP) if now is not None else _timestamp_now()
+    parts = urlsplit(url)
+    return _sign(
+        method,
+        parts.path,
+        parts.query,
+        host_header,
+        headers,
+        body,
+        credentials,
+        service,
+        region,
+        is_s3,
+        payload_hash,
+        now.strftime(SIGV4_TIMESTAMP) if now is not None else _timestamp_now(),
+    )
+
+
+def _sign(
+    method: str,
+    path: str,
+    query: str,
+    host_header: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    credentials: ReadOnlyCredentials,
+    service: str,
+    region: str,
+    is_s3: bool,
+    payload_hash: str | None,
+    timestamp: str,
+) -> SignedRequest:
+    """`sign_request` on a path and query already split (as `sign_upstream` has them)."""
     token = credentials.token
-    # (name, value, lower-case name), in order; names are compared lower-cased as HTTPHeaders does.
-    items = [("Host", host_header, "host")]
-    has_date = False
-    for k, v in headers:
-        lname = k.lower()
-        has_date = has_date or lname == "date"
-        items.append((k, v, lname))
-    if payload_hash is not None and not is_s3:  # SigV4Auth takes the payload hash from this header
-        items.append(("X-Amz-Content-SHA256", payload_hash, "x-amz-content-sha256"))
-    elif payload_hash is None and service in _CONTENT_SHA256_SERVICES:
-        items.append(("X-Amz-Content-SHA256", _body_sha256(body), "x-amz-content-sha256"))
+    # Names are compared lower-cased, as botocore's HTTPHeaders does.
+    lnames = [k.lower() for k, _ in headers]
+    has_date = "date" in lnames
     # _modify_request_before_signing and add_auth: botocore deletes these headers, then appends its
     # own in this order; none it appends is deleted after, so one pass removes them all first.
     removed = _REMOVED[has_date, bool(token), is_s3]
-    items = [item for item in items if item[2] not in removed]
+    out = [("Host", host_header)]
+    lower = ["host"]
+    for field, lname in zip(headers, lnames, strict=True):
+        if lname not in removed:
+            out.append(field)
+            lower.append(lname)
+    if payload_hash is not None and not is_s3:  # SigV4Auth takes the payload hash from this header
+        out.append(("X-Amz-Content-SHA256", payload_hash))
+        lower.append("x-amz-content-sha256")
+    elif payload_hash is None and service in _CONTENT_SHA256_SERVICES:
+        out.append(("X-Amz-Content-SHA256", _body_sha256(body)))
+        lower.append("x-amz-content-sha256")
     if has_date:
         when = datetime.datetime.strptime(timestamp, SIGV4_TIMESTAMP)
-        items.append(("Date", formatdate(int(calendar.timegm(when.timetuple()))), "date"))
+        out.append(("Date", formatdate(int(calendar.timegm(when.timetuple())))))
+        lower.append("date")
     else:
-        items.append(("X-Amz-Date", timestamp, "x-amz-date"))
+        out.append(("X-Amz-Date", timestamp))
+        lower.append("x-amz-date")
     if token:
-        items.append(("X-Amz-Security-Token", token, "x-amz-security-token"))
+        out.append(("X-Amz-Security-Token", token))
+        lower.append("x-amz-security-token")
     if is_s3:
-        items.append(("X-Amz-Content-SHA256", payload_hash or _body_sha256(body), "x-amz-content-sha256"))
-    canonical_request, names = _canonical_request(method, url, items, body, is_s3)
+        out.append(("X-Amz-Content-SHA256", payload_hash or _body_sha256(body)))
+        lower.append("x-amz-content-sha256")
+    canonical_request, names = _canonical_request(method, path, query, out, lower, body, is_s3)
     signed_headers = ";".join(names)
-    # string_to_sign, signature
-    scope = f"{timestamp[:8]}/{region}/{service}/aws4_request"
+    day = timestamp[:8]
+    scope = f"{day}/{region}/{service}/aws4_request"
     string_to_sign = (
         f"AWS4-HMAC-SHA256\n{timestamp}\n{scope}\n"
         + hashlib.sha256(canonical_request.encode("utf-8")).hexdigest()
     )
-    key = _signing_key(credentials.secret_key, timestamp[:8], region, service)
-    signature = hmac.digest(key, string_to_sign.encode("utf-8"), "sha256").hex()
-    authorization = (
-        f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
-        f"SignedHeaders={signed_headers}, Signature={signature}"
+    signature = _signing_key(credentials.secret_key, day, region, service).sign(
+        string_to_sign.encode("utf-8")
     )
-    out = [(k, v) for k, v, _ in items]
-    out.append(("Authorization", authorization))
-    return SignedRequest(out, tuple(names), canonical_request, string_to_sign)
+    out.append(
+        (
+            "Authorization",
+            f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
+            f"SignedHeaders={signed_headers}, Signature={signature}",
+        )
+    )
+    return _SignedV4(
+        out,
+        tuple(names),
+        canonical_request,
+        string_to_sign,
+        scope,
+        signature,
+        credentials.access_key,
+        bool(token),
+    )
+
+
+@functools.lru_cache(maxsize=2048)
+def _canonical_uri(path: str, is_s3: bool) -> str:
+    """botocore's canonical URI: S3's path as it is; others normalised and encoded once more."""
+    return path if is_s3 else quote(normalize_url_path(path), safe="/~")
+
+
+@functools.lru_cache(maxsize=2048)
+def _canonical_query(query: str) -> str:
+    """botocore's canonical query string for a query already encoded: its pairs sorted."""
+    if not query:
+        return ""
+    return "&".join(f"{k}={v}" for k, v in sorted(q.partition("=")[::2] for q in query.split("&")))
 
 
 def _canonical_request(
     method: str,
-    url: str,
-    items: list[tuple[str, str, str]],
+    path: str,
+    query: str,
+    fields: list[tuple[str, str]],
+    lower: list[str],
     body: bytes,
     is_s3: bool,
     only: frozenset[str] | None = None,
+    netloc: str = "",
 ) -> tuple[str, list[str]]:
-    """botocore's canonical_request: the headers not on its blocklist (or those in `only`)."""
-    parts = urlsplit(url)
-    path = parts.path if is_s3 else quote(normalize_url_path(parts.path), safe="/~")
-    query = ""
-    if parts.query:
-        query = "&".join(f"{k}={v}" for k, v in sorted(q.partition("=")[::2] for q in parts.query.split("&")))
+    """botocore's canonical_request: the headers not on its blocklist (or those in `only`);
+    `lower` holds the fields' names lower-cased."""
     to_sign: dict[str, list[str]] = {}
-    for _, value, lname in items:
+    body_hash = None
+    for (_, value), lname in zip(fields, lower, strict=True):
         if (lname in only) if only is not None else (lname not in _NOT_SIGNED):
-            to_sign.setdefault(lname, []).append(value)
+            values = to_sign.get(lname)
+            if values is None:
+                to_sign[lname] = [value]
+            else:
+                values.append(value)
+        if body_hash is None and lname == "x-amz-content-sha256":
+            body_hash = value
     if "host" not in to_sign:
-        to_sign["host"] = [parts.netloc]
+        to_sign["host"] = [netloc]
     names = sorted(to_sign)
-    canonical_headers = "\n".join(f"{n}:{','.join(' '.join(v.split()) for v in to_sign[n])}" for n in names)
-    body_hash = _first(items, "x-amz-content-sha256")
+    canonical_headers = "\n".join(
+        [f"{n}:{','.join([' '.join(v.split()) for v in to_sign[n]])}" for n in names]
+    )
     if body_hash is None:
         body_hash = _body_sha256(body)
-    canonical = "\n".join((method.upper(), path, query, canonical_headers + "\n", ";".join(names), body_hash))
+    canonical = "\n".join(
+        (
+            method.upper(),
+            _canonical_uri(path, is_s3),
+            _canonical_query(query),
+            canonical_headers + "\n",
+            ";".join(names),
+            body_hash,
+        )
+    )
     return canonical, names
 
 
@@ -272,9 +414,12 @@ def sign_request_sigv4a(
     (CrtS3SigV4AsymAuth if is_s3 else CrtSigV4AsymAuth)(credentials, service, region).add_auth(request)
     out = list(request.headers.items())
     signed = _signed_header_names(next(v for k, v in out if k.lower() == "authorization"))
-    items = [(k, v, k.lower()) for k, v in out]
-    canonical_request, _ = _canonical_request(method, url, items, body, is_s3, frozenset(signed))
-    timestamp = _first(items, "x-amz-date") or ""
+    parts = urlsplit(url)
+    lower = [k.lower() for k, _ in out]
+    canonical_request, _ = _canonical_request(
+        method, parts.path, parts.query, out, lower, body, is_s3, frozenset(signed), parts.netloc
+    )
+    timestamp = next((v for (_, v), n in zip(out, lower, strict=True) if n == "x-amz-date"), "")
     string_to_sign = (
         f"AWS4-ECDSA-P256-SHA256\n{timestamp}\n{timestamp[:8]}/{service}/aws4_request\n"
         + hashlib.sha256(canonical_request.encode("utf-8")).hexdigest()
@@ -295,26 +440,22 @@ def _timestamp_now() -> str:
     return _last_timestamp[1]
 
 
-def _first(items: list[tuple[str, str, str]], lname: str) -> str | None:
-    return next((v for _, v, n in items if n == lname), None)
-
-
 def _body_sha256(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256_HASH
 
 
-def _signing_key(secret: str, day: str, region: str, service: str) -> bytes:
+def _signing_key(secret: str, day: str, region: str, service: str) -> _SigningKey:
     """botocore's key derivation (HMAC chain from "AWS4" + secret), cached: a key is valid for one
     UTC day, region and service."""
     cache_key = (secret, day, region, service)
     key = _signing_keys.get(cache_key)
     if key is None:
-        key = f"AWS4{secret}".encode()
+        derived = f"AWS4{secret}".encode()
         for part in (day, region, service, "aws4_request"):
-            key = hmac.digest(key, part.encode("utf-8"), "sha256")
+            derived = hmac.digest(derived, part.encode("utf-8"), "sha256")
         if len(_signing_keys) >= _SIGNING_KEYS_KEPT:
             _signing_keys.clear()
-        _signing_keys[cache_key] = key
+        key = _signing_keys[cache_key] = _SigningKey(derived)
     return key
 
 
@@ -412,16 +553,30 @@ def sign_upstream(
         content_length = len(body)
     if content_length or method.upper() in _BODY_METHODS:
         headers.append(("content-length", str(content_length or 0)))
-    signer = sign_request_sigv4a if route.signing_algorithm == "sigv4a" else sign_request
-    return signer(
-        method=method,
-        url=upstream.url,
-        host_header=route.target.host_header,
-        headers=headers,
-        body=body or b"",
-        credentials=credentials,
-        service=route.service,
-        region=route.region,
-        is_s3=route.is_s3,
-        payload_hash=payload_hash,
+    if route.signing_algorithm == "sigv4a":
+        return sign_request_sigv4a(
+            method=method,
+            url=upstream.url,
+            host_header=route.target.host_header,
+            headers=headers,
+            body=body or b"",
+            credentials=credentials,
+            service=route.service,
+            region=route.region,
+            is_s3=route.is_s3,
+            payload_hash=payload_hash,
+        )
+    return _sign(
+        method,
+        upstream.path,
+        upstream.query,
+        route.target.host_header,
+        headers,
+        body or b"",
+        credentials,
+        route.service,
+        route.region,
+        route.is_s3,
+        payload_hash,
+        _timestamp_now(),
     )
