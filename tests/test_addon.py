@@ -2,6 +2,8 @@
 errors, fail-closed answers, rewriting and signing of a flow."""
 
 import asyncio
+import logging
+import time
 import urllib.parse
 
 import pytest
@@ -452,3 +454,32 @@ def test_routes_and_refresh_commands(tmp_path):
                 a.refresh("/nope")
 
     run(main())
+
+
+def test_request_records_carry_what_a_log_record_carries():
+    """The request line's record is made from a template: every attribute a LogRecord has, the
+    message as it is ('%' included), and its own creation time."""
+
+    before = time.time()
+    first = addon_module._request_record("GET /a%25s -> x 200")
+    second = addon_module._request_record("GET /b -> y 404")
+    reference = addon_module.request_log.makeRecord(
+        "proxysigv4.request", logging.INFO, "f", 0, "m", None, None
+    )
+    assert set(vars(first)) == set(vars(reference))
+    assert (first.levelname, first.name, first.getMessage()) == (
+        "INFO",
+        "proxysigv4.request",
+        "GET /a%25s -> x 200",
+    )
+    assert second.getMessage() == "GET /b -> y 404" and first.getMessage() != second.getMessage()
+    assert before <= first.created <= second.created <= time.time()
+    assert second.msecs == int((second.created - int(second.created)) * 1000)
+    assert second.relativeCreated - first.relativeCreated == pytest.approx(
+        (second.created - first.created) * 1000
+    )
+    assert (
+        logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+        .format(second)
+        .endswith("INFO GET /b -> y 404")
+    )

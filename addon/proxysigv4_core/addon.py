@@ -709,11 +709,31 @@ class ProxySigV4:
         )
         if self._verbose and "signed_headers" in flow.metadata.get("proxysigv4", {}):
             line += " signed=" + ";".join(flow.metadata["proxysigv4"]["signed_headers"])
-        # A record made directly: Logger.info would also walk the stack to find the caller's file and
-        # line, which no handler here shows (a quarter of this line's cost, once per request).
-        request_log.handle(
-            request_log.makeRecord(request_log.name, logging.INFO, __file__, 0, line, None, None)
-        )
+        request_log.handle(_request_record(line))
+
+
+_record_template: dict | None = None
+
+
+def _request_record(line: str) -> logging.LogRecord:
+    """The request line's record, made cheaply. Logger.info would walk the stack for the caller's
+    file and line, and LogRecord() looks up the thread, process and task names: all the same for
+    every request line (made on the event loop's thread), so they are copied from a template and
+    only the message and times are new."""
+    global _record_template
+    if _record_template is None:
+        template = request_log.makeRecord(request_log.name, logging.INFO, __file__, 0, "", None, None)
+        template.taskName = None
+        _record_template = template.__dict__
+    record = logging.LogRecord.__new__(logging.LogRecord)
+    fields = record.__dict__
+    fields.update(_record_template)
+    now = time.time()
+    fields["relativeCreated"] += (now - fields["created"]) * 1000
+    fields["created"] = now
+    fields["msecs"] = int((now - int(now)) * 1000) + 0.0  # as LogRecord computes them
+    fields["msg"] = line
+    return record
 
 
 def _not_request_line(record: logging.LogRecord) -> bool:

@@ -6,6 +6,7 @@ other keys are global settings. Every error names the file, the route and the ke
 """
 
 import difflib
+import functools
 import importlib.util
 import os
 import re
@@ -76,14 +77,14 @@ class Target:
     path: str
     query: str
 
-    @property
+    @functools.cached_property  # read for every request
     def host_header(self) -> str:
         """Host as sent and signed: with the port unless it is the scheme's default."""
         default = 443 if self.scheme == "https" else 80
         host = f"[{self.host}]" if ":" in self.host else self.host
         return host if self.port == default else f"{host}:{self.port}"
 
-    @property
+    @functools.cached_property
     def url(self) -> str:
         query = f"?{self.query}" if self.query else ""
         return f"{self.scheme}://{self.host_header}{self.path}{query}"
@@ -110,11 +111,11 @@ class Route:
     request_headers: HeaderPolicy = field(default_factory=request_policy)
     response_headers: HeaderPolicy = field(default_factory=response_policy)
 
-    @property
+    @functools.cached_property
     def is_s3(self) -> bool:
         return is_s3(self.service)
 
-    @property
+    @functools.cached_property
     def credential_source(self) -> str:
         """Human description of where credentials come from (no secrets)."""
         base = f"profile {self.profile}" if self.profile else "default credential chain"
