@@ -483,3 +483,37 @@ def test_request_records_carry_what_a_log_record_carries():
         .format(second)
         .endswith("INFO GET /b -> y 404")
     )
+
+
+@pytest.mark.parametrize("changed_after_signing", [False, True])
+def test_secrets_are_hidden_in_the_flow_once_the_response_is_in(tmp_path, monkeypatch, changed_after_signing):
+    """After the response the flow keeps no usable signature or session token, whether its
+    headers are still the ones signed (swapped whole) or were changed since (set by name)."""
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "unit-test-session-token")
+    a = ProxySigV4()
+    with taddons.context(a) as tctx:
+        load(tctx, a, tmp_path, {"allowUnauthenticatedRequests": True, "/api": API})
+        f = client_flow("/api/x?a=1", headers=((b"accept", b"*/*"),))
+        run(a.requestheaders(f))
+        run(a.request(f))
+        sent = {k.lower(): v for k, v in f.request.headers.items()}
+        signature = sent["authorization"].rsplit("Signature=", 1)[1]
+        assert sent["x-amz-security-token"] == "unit-test-session-token" and len(signature) == 64
+        if changed_after_signing:
+            f.request.headers["x-added-later"] = "1"
+        f.response = tutils.tresp()
+        a.responseheaders(f)
+        a.response(f)
+        kept = {k.lower(): v for k, v in f.request.headers.items()}
+        assert kept["x-amz-security-token"] == "<redacted>"
+        assert kept["authorization"].endswith("Signature=<redacted>")
+        assert "AKIAUNITTEST00000001" not in kept["authorization"] and "AKIA…0001" in kept["authorization"]
+        assert signature not in str(f.request.headers) and "unit-test-session-token" not in str(
+            f.request.headers
+        )
+        assert list(kept) == list(sent) + (["x-added-later"] if changed_after_signing else [])
+        assert {
+            k: v
+            for k, v in kept.items()
+            if k not in ("authorization", "x-amz-security-token", "x-added-later")
+        } == {k: v for k, v in sent.items() if k not in ("authorization", "x-amz-security-token")}

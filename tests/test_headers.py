@@ -1,4 +1,6 @@
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxysigv4_core.headers import (
     filter_request_headers,
@@ -136,3 +138,73 @@ def test_ordinary_request_headers_pass_the_check():
     check_request_headers(
         [("Accept", "a"), ("X-Tab", "a\tb"), ("Transfer-Encoding", "chunked"), ("X-Near", "a" * 60000)]
     )
+
+
+_NAMES = [
+    "Connection",
+    "connection",
+    "Upgrade",
+    "Expect",
+    "Content-Length",
+    "content-length",
+    "Content-Type",
+    "Transfer-Encoding",
+    "X-Amz-Content-SHA256",
+    "X-Amz-Meta-A",
+    "Keep-Alive",
+    "Accept",
+    "X-Custom",
+    "Sec-WebSocket-Key",
+]
+_VALUES = [
+    "close",
+    "keep-alive, X-Custom",
+    "Upgrade",
+    " websocket ",
+    "12",
+    "100-continue",
+    "a, b",
+    "chunked",
+    "",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(fields=st.lists(st.tuples(st.sampled_from(_NAMES), st.sampled_from(_VALUES)), max_size=8))
+def test_decisions_from_first_values_equal_the_ones_from_the_fields(fields):
+    """The hot path computes first_values once (check_request_headers returns them) and hands
+    them to every decision: each must decide exactly as it does from the fields alone."""
+    from test_streaming import R
+
+    from proxysigv4_core.headers import (
+        check_request_headers,
+        connection_tokens,
+        first_values,
+        websocket_handshake,
+    )
+    from proxysigv4_core.rejection import RequestRejected
+    from proxysigv4_core.streaming import plan_request, streams_response
+
+    first = first_values(fields)
+    try:
+        assert check_request_headers(fields) == first
+    except RequestRejected as refused:
+        assert refused.error == "unsupported_transfer_encoding"
+    assert connection_tokens(fields, first) == connection_tokens(fields)
+    for policy in (request_policy(), request_policy(["x-custom", "keep-alive"])):
+        assert filter_request_headers(policy, fields, first) == filter_request_headers(policy, fields)
+    assert filter_response_headers(response_policy(), fields, first) == filter_response_headers(
+        response_policy(), fields
+    )
+    assert websocket_handshake("GET", fields, first) == websocket_handshake("GET", fields)
+    for route in R.values():
+        for method in ("GET", "HEAD"):
+            assert streams_response(route, fields, method, first) == streams_response(route, fields, method)
+        try:
+            expected = plan_request(route, fields)
+        except RequestRejected as refused:
+            expected = refused.error
+        try:
+            assert plan_request(route, fields, first) == expected
+        except RequestRejected as refused:
+            assert refused.error == expected

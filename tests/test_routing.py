@@ -56,6 +56,9 @@ def test_prefix_matches_only_on_segment_boundaries(path):
         ("/root/a", "https://ghi.execute-api.us-east-1.amazonaws.com/a"),
         ("/api/x?b=2&a=1", "https://abc.execute-api.us-east-1.amazonaws.com/base/x?b=2&a=1"),
         ("/q/z?y=2", "https://jkl.execute-api.us-east-1.amazonaws.com/p/z?fixed=1&x=a%20b&y=2"),
+        ("/q/z", "https://jkl.execute-api.us-east-1.amazonaws.com/p/z?fixed=1&x=a%20b"),
+        ("/q/z?&", "https://jkl.execute-api.us-east-1.amazonaws.com/p/z?fixed=1&x=a%20b"),
+        ("/api/x?&", "https://abc.execute-api.us-east-1.amazonaws.com/base/x"),
         ("/ap%69/x", "https://abc.execute-api.us-east-1.amazonaws.com/base/x"),
     ],
 )

@@ -28,6 +28,7 @@ from .headers import (
     check_request_headers,
     connection_tokens,
     filter_response_headers,
+    first_values,
     websocket_accept_headers,
     websocket_handshake,
 )
@@ -73,6 +74,10 @@ class _InFlight:
     secrets: tuple[bytes, ...] = ()
     # The signed headers with their secrets hidden, put back into the flow once it has left.
     redacted: tuple[tuple[str, str], ...] = ()
+    # The header fields as sent and the same with `redacted` applied: swapped in one go if no
+    # one changed the headers since.
+    sent_fields: tuple | None = None
+    redacted_fields: tuple | None = None
     # A presigned path with its signature hidden, likewise.
     flow_path: str | None = None
 
@@ -88,6 +93,7 @@ class _Pending:
     # The request headers as read in requestheaders: reused if no addon replaced them since.
     raw_fields: tuple | None = None
     fields: list[tuple[str, str]] | None = None
+    first: dict[str, str] | None = None  # the fields' first_values
 
     @property
     def route_prefix(self) -> str | None:
@@ -378,10 +384,10 @@ class ProxySigV4:
         """Check, authenticate, route and plan a request from its headers (raises to refuse it)."""
         pending.raw_fields = flow.request.headers.fields
         pending.fields = fields = _fields(flow.request.headers)
-        check_request_headers(fields)
+        pending.first = first = check_request_headers(fields)
         self._authenticate(flow)
         pending.upstream = self._upstream(flow)
-        pending.plan = plan_request(pending.upstream.route, fields)
+        pending.plan = plan_request(pending.upstream.route, fields, first)
 
     def _client_target(self, flow: http.HTTPFlow) -> str:
         # A replayed flow keeps the client path it was first received with.
@@ -466,10 +472,11 @@ class ProxySigV4:
         assert upstream is not None and plan is not None
         route = upstream.route
         request = flow.request
-        fields = pending.fields
-        if fields is None or request.headers.fields is not pending.raw_fields:
+        fields, first = pending.fields, pending.first
+        if fields is None or first is None or request.headers.fields is not pending.raw_fields:
             fields = _fields(request.headers)
-        handshake = websocket_handshake(request.method, fields)
+            first = first_values(fields)
+        handshake = websocket_handshake(request.method, fields, first)
         path = upstream.path + (f"?{upstream.query}" if upstream.query else "")
         flow_path = path  # what stays in the flow once the request has left
         if handshake is not None and route.websocket_auth == "query":
@@ -503,7 +510,8 @@ class ProxySigV4:
                 credentials,
                 payload_hash=plan.payload_hash,
                 # a held body's own length is used; a streamed one's comes from the client's header
-                content_length=content_length(fields) if body is None else None,
+                content_length=content_length(first) if body is None else None,
+                first=first,
             )
             # the string to sign's 2nd and 3rd lines: when it was signed (also if a Date header
             # carried the time) and the credential scope
@@ -511,12 +519,12 @@ class ProxySigV4:
             signature = signed.signature
         # mitmproxy closes the client connection after the response only if the request says so,
         # and answers `Expect: 100-continue` itself (then drops the header) if it is still there.
-        tokens = connection_tokens(fields)
+        tokens = connection_tokens(fields, first)
         close = handshake is None and (
             "close" in tokens
             or ("keep-alive" not in tokens and request.http_version not in ("HTTP/1.1", "HTTP/2.0"))
         )
-        expect = next((v for k, v in fields if k.lower() == "expect"), None)
+        expect = first.get("expect")
         target = route.target
         # Set the target on the request's data directly: the public setters also rewrite the Host
         # header, which the signed headers below replace anyway.
@@ -534,7 +542,7 @@ class ProxySigV4:
             sent.append(("expect", expect))  # never signed; mitmproxy removes it before sending
         if handshake:
             sent += handshake  # the WebSocket handshake's own headers, not signed
-        request.headers.fields = _encoded(sent)
+        request.headers.fields = sent_fields = _encoded(sent)
         target_url = upstream.url
         payload = plan.payload_hash or f"hashed, sha256 {signed.canonical_request.rsplit(chr(10), 1)[-1]}"
         flow.metadata["proxysigv4"] = {
@@ -557,14 +565,18 @@ class ProxySigV4:
             "replayed": flow.is_replay == "request",
         }
         echoed = tuple(v.encode() for v in (credentials.token, signature) if v)
+        redacted = signed.redacted_secrets()
+        hidden = dict(redacted)  # by the names as sent
         in_flight = _InFlight(
             route,
             pending.client_target,
             target_url,
             pending.started,
             secrets=echoed,
-            redacted=signed.redacted_secrets(),
+            redacted=redacted,
             flow_path=flow_path if flow_path != path else None,
+            sent_fields=sent_fields,
+            redacted_fields=_encoded([(k, hidden.get(k, v)) for k, v in sent]) if hidden else sent_fields,
         )
         if route.timeout:
             in_flight.timer = asyncio.get_running_loop().call_later(
@@ -589,14 +601,15 @@ class ProxySigV4:
             return
         route = in_flight.route
         fields = _fields(flow.response.headers)
-        kept = filter_response_headers(route.response_headers, fields)
+        first = first_values(fields)
+        kept = filter_response_headers(route.response_headers, fields, first)
         if flow.response.status_code == 101 and websocket_handshake(
             flow.request.method, _fields(flow.request.headers)
         ):
             kept += [h for h in websocket_accept_headers(fields) if h not in kept]
         if len(kept) != len(fields):
             flow.response.headers.fields = _encoded(kept)
-        stream = streams_response(route, fields, flow.request.method)
+        stream = streams_response(route, fields, flow.request.method, first)
         if stream is not None:
             flow.response.stream = stream
 
@@ -666,8 +679,11 @@ class ProxySigV4:
             return
         # The request has left: keep no usable signature or session token in the flow.
         headers = flow.request.headers
-        for name, value in in_flight.redacted:
-            headers[name] = value
+        if headers.fields is in_flight.sent_fields:
+            headers.fields = in_flight.redacted_fields
+        else:  # changed since (mitmproxy drops Expect, another addon): each secret header by name
+            for name, value in in_flight.redacted:
+                headers[name] = value
         if in_flight.flow_path is not None:
             flow.request.data.path = in_flight.flow_path.encode()
         if in_flight.timer is not None:

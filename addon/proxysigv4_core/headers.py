@@ -135,8 +135,19 @@ def response_policy(extra: Iterable[str] = ()) -> HeaderPolicy:
     return HeaderPolicy(tuple(DEFAULT_RESPONSE_HEADERS) + tuple(extra), frozenset(ALWAYS_REMOVED_RESPONSE))
 
 
-def connection_tokens(fields: list[tuple[str, str]]) -> set[str]:
-    """Header names listed in `Connection` are hop-by-hop for this message too (RFC 9110 7.6.1)."""
+def first_values(fields: list[tuple[str, str]]) -> dict[str, str]:
+    """Lower-case name -> its first value, stripped: what the per-request decisions look up."""
+    found: dict[str, str] = {}
+    for name, value in fields:
+        found.setdefault(name.lower(), value.strip())
+    return found
+
+
+def connection_tokens(fields: list[tuple[str, str]], first: dict[str, str] | None = None) -> set[str]:
+    """Header names listed in `Connection` are hop-by-hop for this message too (RFC 9110 7.6.1).
+    `first` (the fields' `first_values`) lets a message without Connection skip the scan."""
+    if first is not None and "connection" not in first:
+        return set()
     return {
         token.strip().lower()
         for name, value in fields
@@ -146,16 +157,21 @@ def connection_tokens(fields: list[tuple[str, str]]) -> set[str]:
     }
 
 
-def filter_request_headers(policy: HeaderPolicy, fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
+def filter_request_headers(
+    policy: HeaderPolicy, fields: list[tuple[str, str]], first: dict[str, str] | None = None
+) -> list[tuple[str, str]]:
     """Allowed request headers, without Connection-listed ones and without Content-Length
     (the proxy sets it from the body it actually sends)."""
-    hop = connection_tokens(fields) | {"content-length"}
+    hop = connection_tokens(fields, first)
+    hop.add("content-length")
     return [(k, v) for k, v in policy.filter(fields) if k.lower() not in hop]
 
 
-def filter_response_headers(policy: HeaderPolicy, fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
+def filter_response_headers(
+    policy: HeaderPolicy, fields: list[tuple[str, str]], first: dict[str, str] | None = None
+) -> list[tuple[str, str]]:
     """Allowed response headers; Transfer-Encoding stays because mitmproxy frames the body by it."""
-    hop = connection_tokens(fields)
+    hop = connection_tokens(fields, first)
     return [
         (k, v)
         for k, v in fields
@@ -163,23 +179,32 @@ def filter_response_headers(policy: HeaderPolicy, fields: list[tuple[str, str]])
     ]
 
 
-def check_request_headers(fields: list[tuple[str, str]]) -> None:
+def check_request_headers(fields: list[tuple[str, str]]) -> dict[str, str]:
     """Refuse what a lenient parser let through: CR/LF/NUL in names or values, oversized header
-    sections, and transfer codings other than chunked (which mitmproxy would not decode)."""
+    sections, and transfer codings other than chunked (which mitmproxy would not decode).
+    Returns the fields' `first_values`."""
     # One search over all names and values together; only when it finds one, which header.
     if _FORBIDDEN_IN_HEADERS.search(" ".join([f"{name}: {value}" for name, value in fields])):
         name = next(
             n for n, v in fields if _FORBIDDEN_IN_HEADERS.search(n) or _FORBIDDEN_IN_HEADERS.search(v)
         )
         raise RequestRejected(400, "invalid_header", f"CR, LF or NUL in header {name[:64]!r}")
-    size = sum(len(name) + len(value) + 4 for name, value in fields)
+    size = 0
+    first: dict[str, str] = {}
+    for name, value in fields:
+        size += len(name) + len(value) + 4
+        first.setdefault(name.lower(), value.strip())
     if size > MAX_HEADER_BYTES:
         raise RequestRejected(431, "headers_too_large", f"request headers exceed {MAX_HEADER_BYTES} bytes")
-    codings = [c.strip().lower() for n, v in fields if n.lower() == "transfer-encoding" for c in v.split(",")]
-    if any(c != "chunked" for c in codings if c):
-        raise RequestRejected(
-            501, "unsupported_transfer_encoding", "only Transfer-Encoding: chunked is supported"
-        )
+    if "transfer-encoding" in first:
+        codings = [
+            c.strip().lower() for n, v in fields if n.lower() == "transfer-encoding" for c in v.split(",")
+        ]
+        if any(c != "chunked" for c in codings if c):
+            raise RequestRejected(
+                501, "unsupported_transfer_encoding", "only Transfer-Encoding: chunked is supported"
+            )
+    return first
 
 
 # A WebSocket opening handshake's own headers (RFC 6455 section 4.1): forwarded unsigned with the
@@ -192,9 +217,11 @@ WEBSOCKET_RESPONSE_HEADERS = frozenset(
 )
 
 
-def websocket_handshake(method: str, fields: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
+def websocket_handshake(
+    method: str, fields: list[tuple[str, str]], first: dict[str, str] | None = None
+) -> list[tuple[str, str]] | None:
     """For a WebSocket upgrade request, the handshake headers to forward (not signed); else None."""
-    if method.upper() != "GET":
+    if method.upper() != "GET" or (first is not None and "upgrade" not in first):
         return None
     upgrade = [v.strip().lower() for k, v in fields if k.lower() == "upgrade"]
     if upgrade != ["websocket"]:

@@ -153,7 +153,10 @@ def rewrite(route: Route, remainder: list[str], raw_query: str) -> Upstream:
         path = canonical_s3_path(join_path(target.path, remainder))
     else:
         path = wire_path(join_path(target.path, remainder))
-    query = "&".join(q for q in (canonical_query(target.query), canonical_query(raw_query)) if q)
+    query = canonical_query(raw_query) if raw_query else ""
+    if target.query:  # the target's own query first
+        fixed = canonical_query(target.query)
+        query = f"{fixed}&{query}" if query else fixed
     return Upstream(route, path, query)
 
 

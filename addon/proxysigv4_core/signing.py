@@ -542,13 +542,15 @@ def sign_upstream(
     *,
     payload_hash: str | None = None,
     content_length: int | None = None,
+    first: dict[str, str] | None = None,
 ) -> SignedRequest:
     """Filter the client's headers by the route's allowlist, frame the body, and sign.
 
     A streamed body (`body` None) is signed with `payload_hash` and the client's Content-Length.
+    `first`: the client headers' first_values, if already at hand.
     """
     route = upstream.route
-    headers = filter_request_headers(route.request_headers, client_headers)
+    headers = filter_request_headers(route.request_headers, client_headers, first)
     if body is not None:
         content_length = len(body)
     if content_length or method.upper() in _BODY_METHODS:

@@ -4,6 +4,7 @@ that arrive over time (event streams) or are large. Pure functions of headers an
 from dataclasses import dataclass
 
 from .config import Route
+from .headers import first_values
 from .rejection import RequestRejected
 
 # `auto` streams responses longer than this (bytes); smaller ones are buffered for mitmweb.
@@ -33,26 +34,22 @@ class RequestPlan:
     payload_hash: str | None = None
 
 
-def _first_values(fields: list[tuple[str, str]]) -> dict[str, str]:
-    """Lower-case name -> first value (stripped), for the few headers looked up here."""
-    found: dict[str, str] = {}
-    for name, value in fields:
-        found.setdefault(name.lower(), value.strip())
-    return found
-
-
 def _length(headers: dict[str, str]) -> int | None:
     value = headers.get("content-length")
     return int(value) if value is not None and value.isdigit() else None
 
 
-def content_length(fields: list[tuple[str, str]]) -> int | None:
-    return _length(_first_values(fields))
+def content_length(first: dict[str, str]) -> int | None:
+    """The Content-Length of a message's `first_values`, if it is a number."""
+    return _length(first)
 
 
-def plan_request(route: Route, fields: list[tuple[str, str]]) -> RequestPlan:
-    """Choose buffering or streaming and the payload hash from the request headers."""
-    headers = _first_values(fields)
+def plan_request(
+    route: Route, fields: list[tuple[str, str]], first: dict[str, str] | None = None
+) -> RequestPlan:
+    """Choose buffering or streaming and the payload hash from the request headers (`first`:
+    their `first_values`, if already at hand)."""
+    headers = first if first is not None else first_values(fields)
     length = _length(headers)
     too_large = length is not None and length > route.buffer_limit
     client_mode = headers.get("x-amz-content-sha256")
@@ -90,7 +87,9 @@ def body_too_large(route: Route, length: int | None) -> RequestRejected:
     )
 
 
-def streams_response(route: Route, fields: list[tuple[str, str]], method: str) -> bool | None:
+def streams_response(
+    route: Route, fields: list[tuple[str, str]], method: str, first: dict[str, str] | None = None
+) -> bool | None:
     """True/False to force, None to leave mitmproxy's own decision (stream_large_bodies)."""
     if route.stream == "never":
         return False
@@ -98,7 +97,7 @@ def streams_response(route: Route, fields: list[tuple[str, str]], method: str) -
         return True
     if method.upper() == "HEAD":
         return None
-    headers = _first_values(fields)
+    headers = first if first is not None else first_values(fields)
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in STREAMING_CONTENT_TYPES:
         return True
