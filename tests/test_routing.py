@@ -1,5 +1,6 @@
 """Routing: longest prefix on segment boundaries, URL joining, wire encoding, path hardening."""
 
+import re
 from urllib.parse import urlsplit
 
 import pytest
@@ -217,3 +218,21 @@ def test_forwarded_url_never_leaves_the_route_target(segments, query):
     for form in (upstream.path, *_decoded_segments(upstream.path)):
         assert ".." not in form.split("/") and "." not in form.split("/")
     assert "#" not in upstream.url
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    path=st.lists(
+        st.sampled_from(list("aZ09/_~!$&'()*+,;=:@.-%é ?#[]\\\"<>|`{}^") + ["%20", "%2F", "%2f", "//"]),
+        max_size=20,
+    ).map(lambda pieces: "/" + "".join(pieces))
+)
+def test_path_fast_paths_equal_the_general_encoding(path):
+    """wire_path and canonical_s3_path skip the encoder for paths it would leave unchanged: the
+    result must equal the general formula on every path."""
+    from urllib.parse import quote, quote_from_bytes, unquote_to_bytes
+
+    from proxysigv4_core import routing
+
+    assert routing.wire_path(path) == re.sub(r"/{2,}", "/", quote(path, safe="/!$&'()*+,;=:@%-._~"))
+    assert routing.canonical_s3_path(path) == quote_from_bytes(unquote_to_bytes(path), safe="/~")

@@ -235,3 +235,27 @@ def test_recorded_parts_equal_the_ones_parsed_from_the_signed_request(token):
     )
     assert hidden["Authorization"].endswith("Signature=<redacted>")
     assert ("X-Amz-Security-Token" in hidden) == bool(token)
+
+
+def test_the_signed_request_is_a_complete_frozen_dataclass():
+    """sign_request builds its result without __init__: it must still equal one built normally,
+    with every field set, and stay immutable."""
+    import dataclasses
+
+    signed = sign_request(
+        method="GET",
+        url="https://h.execute-api.us-east-1.amazonaws.com/x",
+        host_header="h.execute-api.us-east-1.amazonaws.com",
+        headers=[],
+        body=b"",
+        credentials=ReadOnlyCredentials("AKIDEXAMPLE", "secret", "tok"),
+        service="execute-api",
+        region="us-east-1",
+        is_s3=False,
+        now=WHEN,
+    )
+    fields = {f.name: getattr(signed, f.name) for f in dataclasses.fields(signed)}
+    assert signed == type(signed)(**fields)
+    assert fields["_token"] is True and fields["_access_key"] == "AKIDEXAMPLE"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        signed.canonical_request = "changed"

@@ -61,7 +61,7 @@ WEBSOCKET_PRESIGN_EXPIRES = 60
 _SECRET_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "awscrt")
 
 
-@dataclass
+@dataclass(slots=True)
 class _InFlight:
     """A request this addon signed and forwarded, until its response or error."""
 
@@ -82,7 +82,7 @@ class _InFlight:
     flow_path: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     """A request between its headers and its body: routed and planned, not yet signed."""
 
@@ -564,9 +564,11 @@ class ProxySigV4:
             "string_to_sign": signed.string_to_sign,
             "replayed": flow.is_replay == "request",
         }
-        echoed = tuple(v.encode() for v in (credentials.token, signature) if v)
+        echoed = (signature.encode(),) if signature else ()
+        if credentials.token:
+            echoed += (credentials.token.encode(),)
         redacted = signed.redacted_secrets()
-        hidden = dict(redacted)  # by the names as sent
+        hidden = {k.encode("latin-1"): v.encode() for k, v in redacted}  # by the names as sent
         in_flight = _InFlight(
             route,
             pending.client_target,
@@ -576,7 +578,7 @@ class ProxySigV4:
             redacted=redacted,
             flow_path=flow_path if flow_path != path else None,
             sent_fields=sent_fields,
-            redacted_fields=_encoded([(k, hidden.get(k, v)) for k, v in sent]) if hidden else sent_fields,
+            redacted_fields=tuple([(k, hidden.get(k, v)) for k, v in sent_fields]) if hidden else sent_fields,
         )
         if route.timeout:
             in_flight.timer = asyncio.get_running_loop().call_later(

@@ -25,6 +25,8 @@ _SLASH_LOOKALIKES = ("\u2215", "\u2044", "\u2216", "\u29f5", "\u29f8", "\u29f9",
 _SLASHES = re.compile(r"/{2,}")
 # Paths made only of these need no decoding checks (no '%', no controls, no '\\', ASCII).
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9/_~!$&'()*+,;=:@.-]*")
+# Paths made only of unreserved characters and '/': S3's canonical form is the path itself.
+_UNRESERVED_PATH = re.compile(r"[A-Za-z0-9/_.~-]*")
 
 
 @dataclass(frozen=True)
@@ -113,13 +115,17 @@ class RouteTable:
 
 def canonical_s3_path(raw_path: str) -> str:
     """S3's canonical URI: decode once, encode once (unreserved and '/' kept), no normalisation."""
+    if _UNRESERVED_PATH.fullmatch(raw_path):
+        return raw_path  # nothing to decode, nothing to encode
     return quote_from_bytes(unquote_to_bytes(raw_path), safe="/~")
 
 
 def wire_path(path: str) -> str:
     """A non-S3 path as sent: the client's escapes kept, stray characters escaped, and runs of
     '/' collapsed (AWS ignores empty segments when it signs, and `//host` then means nothing)."""
-    return _SLASHES.sub("/", quote(path, safe="/" + _PCHAR_SAFE))
+    if not _PLAIN_PATH.fullmatch(path):  # a plain path's characters are all safe: quote keeps it
+        path = quote(path, safe="/" + _PCHAR_SAFE)
+    return _SLASHES.sub("/", path) if "//" in path else path
 
 
 def join_path(target_path: str, remainder: list[str]) -> str:
