@@ -16,11 +16,13 @@ PREFIX = b"/bench"
 
 
 class Reroute:
+    prefix = b"/reroute"  # the upstream counts requests by their first path segment
+
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         data = flow.request.data
         data.host, data.port = HOST, int(PORT)
         if data.path.startswith(PREFIX):
-            data.path = b"/reroute" + data.path[len(PREFIX) :]
+            data.path = self.prefix + data.path[len(PREFIX) :]
 
 
 addons = [Reroute()]

@@ -9,13 +9,16 @@ For each request kind (GET with a small query, POST with 1 KiB JSON, PUT with 1 
 the set-ups are measured one after the other in a rotating order: first loaded (N keep-alive
 clients: requests/s, p50, p99), then unloaded (one client: the latency a request pays).
 
-Then the shared-core comparison: bare, a second bare (the control), a mitmdump running the cheapest
-rerouting script (bench/reroute.py), static and role, all loaded at the same time on the proxies'
-core; each one's requests/s relative to bare, per window, median and quartiles over the windows.
+Then the shared-core comparison: bare, a second bare (the control), the floor (bench/floor.py: the
+least a signing addon that logs each request can do), static and role, all loaded at the same time
+on the proxies' core; each one's requests/s relative to bare, per window, median and quartiles over
+the windows. And the floor's own cost the same way (small GETs): bare, bare2, a script that only
+reroutes (bench/reroute.py), the floor without its log line ("sign"), and the floor.
 
 All mitmdump processes also load bench/loopwatch.py, which records event-loop stalls and times the
 addon's hooks and their parts. At the end the upstream's samples of signed requests are verified
-(awscrt) and its counts checked: every request through the addon arrived signed.
+(awscrt; proxysigv4's and the floor's) and its counts checked: every request through a signing
+set-up arrived signed.
 """
 
 import asyncio
@@ -48,8 +51,14 @@ SETUPS = ("direct", "bare", "static", "role")
 # Run together on the proxies' core, each with its own clients: under the OS's fair share of one
 # core, each forwards in inverse proportion to its CPU cost per request, and the machine's speed
 # changes (a noisy VM: +-30% between runs) hit all of them at once and cancel out of the ratios.
-SHARED = ("bare", "bare2", "reroute", "static", "role")
-SHARED_CLIENTS = 8  # per proxy
+SHARED = ("bare", "bare2", "floor", "static", "role")
+# What the floor's cost is made of, the same way (small GETs only): rerouting, signing, the log line.
+BREAKDOWN = ("bare", "bare2", "reroute", "sign", "floor")
+# The set-ups whose requests must arrive signed (their sampled signatures are verified).
+SIGNING = ("sign", "floor", "static", "role")
+# Per proxy: enough to keep each one busy; more only makes each proxy's share of the core come in
+# larger batches (each serves all its waiting clients per turn), i.e. coarser counts per window.
+SHARED_CLIENTS = 4
 # A JSON document of exactly 1 KiB (padded with insignificant whitespace).
 JSON_1K = json.dumps({"items": [{"id": i, "name": f"item-{i:04d}"} for i in range(30)]}).encode()[:1000]
 JSON_1K = (JSON_1K[: JSON_1K.rfind(b"},") + 1] + b"]}").ljust(1024, b" ")
@@ -116,15 +125,21 @@ class Setups:
         }
         watch = ["-s", str(ROOT / "bench" / "loopwatch.py")]
         # bare2: a second bare mitmdump, the shared-core comparison's control (A/A);
-        # reroute: the cheapest rerouting script (bench/reroute.py), the floor for any addon.
+        # reroute: the cheapest rerouting script (bench/reroute.py), the floor for any addon;
+        # floor: the least a signing addon that logs each request does (bench/floor.py), sign: the
+        # same without the log line.
         env_reroute = env | {"REROUTE_UPSTREAM": f"127.0.0.1:{self.upstream_port}"}
-        for name, extra in (
-            ("bare", []),
-            ("bare2", []),
-            ("reroute", ["-s", str(ROOT / "bench" / "reroute.py")]),
+        floor = ["-s", str(ROOT / "bench" / "floor.py")]
+        for name, extra, more_env in (
+            ("bare", [], {}),
+            ("bare2", [], {}),
+            ("reroute", ["-s", str(ROOT / "bench" / "reroute.py")], {}),
+            ("sign", floor, {"FLOOR_LOG": "0"}),
+            ("floor", floor, {}),
         ):
             port = conftest.free_port()
-            self._mitmdump(name, conftest.bare_mitmdump_command(up, port, *extra, *watch), env_reroute, port)
+            command = conftest.bare_mitmdump_command(up, port, *extra, *watch)
+            self._mitmdump(name, command, env_reroute | more_env, port)
         route = {"service": "execute-api", "region": "us-east-1"}
         for name, extra in (("static", {}), ("role", {"roleArn": ROLE})):
             config = workdir / f"{name}.yaml"
@@ -209,6 +224,9 @@ def shared_core(
     ratios: dict[str, list[float]] = {name: [] for name in names[1:]}
     for _ in range(windows):
         rps = dict(zip(names, (r.rps for r in asyncio.run(together(seconds))), strict=True))
+        idle = [name for name, value in rps.items() if not value]
+        if idle:  # no request both started and ended in the window: too short for this load
+            raise RuntimeError(f"shared core: {', '.join(idle)} completed no request in {seconds:g}s")
         bare = (rps["bare"] + rps["bare2"]) / 2
         ratios["bare2"].append(rps["bare2"] / rps["bare"])
         for name in names[2:]:
@@ -233,7 +251,7 @@ def _run(
         setups = Setups(Path(tmp), stack)
         try:
             for request in REQUESTS:  # warm-up: imports, first credentials, connection set-up
-                for name in SETUPS:
+                for name in dict.fromkeys(SETUPS + SHARED + BREAKDOWN):
                     load.run(setups.ports[name], request, 4, 0.3, warmup=0.2)
             warm_from = time.time()
             raw: dict[str, dict[str, dict[str, list[float]]]] = {
@@ -282,6 +300,9 @@ def _run(
                 )
                 for r in REQUESTS
             }
+            breakdown = shared_core(
+                setups.ports, REQUESTS[0], shared_windows, shared_seconds, SHARED_CLIENTS, BREAKDOWN
+            )
             stats = setups.upstream_stats()
         finally:
             setups.stop()
@@ -324,6 +345,7 @@ def _run(
                 }
             table["shared_core"] = shared[request.name]
             results["requests"][request.name] = table
+        results["floor_breakdown"] = {REQUESTS[0].name: breakdown}
         results["checks"] = _checks(setups, stats, warm_from, shared_from, phases)
         results["setup"] = {
             "rounds": rounds,
@@ -345,7 +367,7 @@ def _checks(
     verified = failed = 0
     failures = []
     for sample in stats["samples"]:
-        if sample["target"].split("/")[1] not in ("static", "role"):
+        if sample["target"].split("/")[1] not in SIGNING:
             continue
         body = base64.b64decode(sample["body"])
         verdict = verify(
@@ -357,9 +379,7 @@ def _checks(
             failed += 1
             failures.append(f"{sample['method']} {sample['target']}: {verdict.reason}")
     unsigned = {
-        k: stats["counts"][k] - stats["signed"].get(k, 0)
-        for k in stats["counts"]
-        if k.split()[0] in ("static", "role")
+        k: stats["counts"][k] - stats["signed"].get(k, 0) for k in stats["counts"] if k.split()[0] in SIGNING
     }
     stalls = {}
     for name in ("bare", "static", "role"):
@@ -400,7 +420,7 @@ def _checks(
     return {
         "reroute_requests_received": sum(n for k, n in stats["counts"].items() if k.split()[0] == "reroute"),
         "signed_requests_received": {
-            k: stats["signed"].get(k, 0) for k in stats["counts"] if k.split()[0] in ("static", "role")
+            k: stats["signed"].get(k, 0) for k in stats["counts"] if k.split()[0] in SIGNING
         },
         "unsigned_requests_through_addon": sum(unsigned.values()),
         "sampled_signatures_verified": verified,
@@ -414,6 +434,16 @@ def _checks(
 
 def _phase(phases: list[tuple[float, str]], when: float) -> str | None:
     return next((kind for start, kind in reversed(phases) if start <= when), None)
+
+
+def _print_shared(names: tuple[str, ...], tables: dict[str, dict]) -> None:
+    header = f"{'request':<17}" + "".join(f"{name:>22}" for name in names[1:])
+    print(header)
+    print("-" * len(header))
+    for kind, table in tables.items():
+        ratios = (table[name] for name in names[1:])
+        cells = "".join(f"{f'{r["median"]:.3f} ({r["q1"]:.3f}-{r["q3"]:.3f})':>22}" for r in ratios)
+        print(f"{kind:<17}{cells}")
 
 
 def print_table(results: dict) -> None:
@@ -449,22 +479,20 @@ def print_table(results: dict) -> None:
         f"\nshared core: the proxies below at the same time on one core, {setup['shared_clients']} clients "
         f"each, {setup['shared_windows']} windows of {setup['shared_seconds']:g}s (PUT: twice as long);\n"
         "requests/s relative to bare mitmproxy, median (quartiles). bare2 = a second bare mitmdump (the "
-        "measurement's own precision);\nreroute = the cheapest rerouting script, bench/reroute.py (what "
-        "any addon costs)"
+        "measurement's own precision);\nfloor = the least a signing addon that logs each request does, "
+        "bench/floor.py (what any such addon costs inside mitmproxy)"
     )
-    header = f"{'request':<17}" + "".join(f"{name:>22}" for name in SHARED[1:])
-    print(header)
-    print("-" * len(header))
-    for kind, table in results["requests"].items():
-        cells = "".join(
-            f"{f'{r["median"]:.3f} ({r["q1"]:.3f}-{r["q3"]:.3f})':>22}"
-            for r in (table["shared_core"][name] for name in SHARED[1:])
-        )
-        print(f"{kind:<17}{cells}")
+    _print_shared(SHARED, {kind: table["shared_core"] for kind, table in results["requests"].items()})
+    print(
+        "\nthe floor's cost, the same way: reroute = a script that only reroutes (bench/reroute.py), "
+        "sign = the floor without its log line"
+    )
+    _print_shared(BREAKDOWN, results["floor_breakdown"])
     checks = results["checks"]
     print(
-        f"checks: unsigned through addon {checks['unsigned_requests_through_addon']}, sampled signatures "
-        f"verified {checks['sampled_signatures_verified']} failed {checks['sampled_signatures_failed']}, "
+        f"checks: unsigned through the signing set-ups {checks['unsigned_requests_through_addon']}, "
+        f"sampled signatures verified {checks['sampled_signatures_verified']} "
+        f"failed {checks['sampled_signatures_failed']}, "
         f"STS calls {checks['sts_calls']}"
     )
     for name, loop in checks["event_loop"].items():

@@ -21,13 +21,16 @@ import throughput  # noqa: E402
 def test_short_benchmark_run_checks_signatures_and_sts():
     cpus = os.sched_getaffinity(0)
     results = throughput.run(
-        rounds=1, clients=4, seconds=0.3, latency_seconds=0.2, shared_windows=2, shared_seconds=0.3
+        rounds=1, clients=4, seconds=0.3, latency_seconds=0.2, shared_windows=2, shared_seconds=0.5
     )
     assert os.sched_getaffinity(0) == cpus  # the load generator's pinning is undone
     checks = results["checks"]
     assert checks["unsigned_requests_through_addon"] == 0
     assert checks["sampled_signatures_failed"] == 0, checks["signature_failures"]
-    assert checks["sampled_signatures_verified"] >= 6  # first request per method, static and role
+    # the first request per method of each signing set-up at least: static, role, floor and sign
+    assert checks["sampled_signatures_verified"] >= 12
+    received = checks["signed_requests_received"]
+    assert {key.split()[0] for key, n in received.items() if n} == set(throughput.SIGNING)
     assert checks["sts_calls"] == 1
     for kind, table in results["requests"].items():
         for name in throughput.SETUPS:
@@ -36,6 +39,9 @@ def test_short_benchmark_run_checks_signatures_and_sts():
         for name in throughput.SHARED[1:]:  # every proxy forwarded in every shared-core window
             assert table["shared_core"][name]["n"] == 2, (kind, name)
             assert table["shared_core"][name]["q1"] > 0, (kind, name)
+    breakdown = results["floor_breakdown"][throughput.REQUESTS[0].name]
+    assert set(breakdown) == set(throughput.BREAKDOWN[1:])
+    assert all(breakdown[name]["n"] == 2 and breakdown[name]["q1"] > 0 for name in breakdown)
     assert checks["reroute_requests_received"] > 0  # the reference script really reroutes
     for name, loop in checks["event_loop"].items():  # every stall after warm-up has its request kind
         assert sum(loop["stalls_by_request"].values()) == loop["stalls_after_warmup"], name

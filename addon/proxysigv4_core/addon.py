@@ -47,7 +47,7 @@ from .signing import (
 from .streaming import RequestPlan, body_too_large, content_length, plan_request, streams_response
 
 log = logging.getLogger("proxysigv4")
-# The one line per request, on its own logger: see _skip_legacy_log_events.
+# The one line per request, on its own logger: see skip_legacy_log_events.
 request_log = logging.getLogger("proxysigv4.request")
 OPTION = "proxysigv4_config"
 VERBOSE_OPTION = "proxysigv4_verbose"
@@ -201,7 +201,7 @@ class ProxySigV4:
         self._prefetch_credentials()
 
     def running(self) -> None:
-        _skip_legacy_log_events()
+        skip_legacy_log_events()
         self._prefetch_credentials()
         if self._watcher is None:
             # Everything loaded so far (mitmproxy, botocore's modules and data) lives as long as the
@@ -727,10 +727,15 @@ class ProxySigV4:
         )
         if self._verbose and "signed_headers" in flow.metadata.get("proxysigv4", {}):
             line += " signed=" + ";".join(flow.metadata["proxysigv4"]["signed_headers"])
-        request_log.handle(_request_record(line))
+        log_request_line(line)
 
 
 _record_template: dict | None = None
+
+
+def log_request_line(line: str) -> None:
+    """Log one request's line on the `proxysigv4.request` logger, at info."""
+    request_log.handle(_request_record(line))
 
 
 def _request_record(line: str) -> logging.LogRecord:
@@ -758,7 +763,7 @@ def _not_request_line(record: logging.LogRecord) -> bool:
     return record.name != request_log.name
 
 
-def _skip_legacy_log_events() -> None:
+def skip_legacy_log_events() -> None:
     """mitmproxy hands every log record to its deprecated `add_log` event as well, which wakes the
     event loop and calls every addon (about 0.1 ms a record, as much as the rest of this addon's
     work on a request): the per-request lines skip that path. Terminal, mitmweb's event log and

@@ -290,7 +290,7 @@ def _sign(
         f"AWS4-HMAC-SHA256\n{timestamp}\n{scope}\n"
         + hashlib.sha256(canonical_request.encode("utf-8")).hexdigest()
     )
-    signature = _signing_key(credentials.secret_key, day, region, service).sign(
+    signature = signing_key(credentials.secret_key, day, region, service).sign(
         string_to_sign.encode("utf-8")
     )
     out.append(
@@ -448,9 +448,9 @@ def _body_sha256(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256_HASH
 
 
-def _signing_key(secret: str, day: str, region: str, service: str) -> _SigningKey:
+def signing_key(secret: str, day: str, region: str, service: str) -> _SigningKey:
     """botocore's key derivation (HMAC chain from "AWS4" + secret), cached: a key is valid for one
-    UTC day, region and service."""
+    UTC day, region and service. Its `sign(string_to_sign)` gives the hex signature."""
     cache_key = (secret, day, region, service)
     key = _signing_keys.get(cache_key)
     if key is None:
