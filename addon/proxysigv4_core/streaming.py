@@ -34,6 +34,10 @@ class RequestPlan:
     payload_hash: str | None = None
 
 
+# The common plan (a body held and hashed), made once: plans are immutable.
+HOLD_AND_HASH = RequestPlan(stream=False)
+
+
 def _length(headers: dict[str, str]) -> int | None:
     value = headers.get("content-length")
     return int(value) if value is not None and value.isdigit() else None
@@ -72,7 +76,7 @@ def plan_request(
         if route.is_s3:
             return RequestPlan(stream=True, payload_hash=UNSIGNED_PAYLOAD)
         raise body_too_large(route, length)
-    return RequestPlan(stream=False)
+    return HOLD_AND_HASH
 
 
 def body_too_large(route: Route, length: int | None) -> RequestRejected:
