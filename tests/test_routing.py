@@ -236,3 +236,29 @@ def test_path_fast_paths_equal_the_general_encoding(path):
 
     assert routing.wire_path(path) == re.sub(r"/{2,}", "/", quote(path, safe="/!$&'()*+,;=:@%-._~"))
     assert routing.canonical_s3_path(path) == quote_from_bytes(unquote_to_bytes(path), safe="/~")
+
+
+_PREFIXES = ["/", "/a", "/a/b", "/ab", "/b", "/a/b/c", "/x-y", "/A"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    prefixes=st.lists(st.sampled_from(_PREFIXES), min_size=1, max_size=5, unique=True),
+    path=st.lists(st.sampled_from(["a", "b", "ab", "c", "", "x-y", "A", "a.b"]), max_size=5).map(
+        lambda segments: "/" + "/".join(segments)
+    ),
+)
+def test_string_prefix_match_equals_the_segment_match(prefixes, path):
+    """Paths without escapes are matched by string prefix: the same route and remainder as the
+    segment-by-segment match that paths with escapes take."""
+    table = RouteTable(
+        parse_config(
+            {
+                "proxysigv4": {
+                    p: f"https://h{i}.execute-api.us-east-1.amazonaws.com" for i, p in enumerate(prefixes)
+                }
+            },
+            "t",
+        ).routes
+    )
+    assert table.match(path) == table._match_segments(path)

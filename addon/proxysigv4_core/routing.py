@@ -61,8 +61,10 @@ def check_path(raw_path: str) -> None:
     """Reject paths that could climb above a route prefix or confuse a later hop."""
     if not raw_path.startswith("/"):
         raise RequestRejected(400, "invalid_path", "request target must be an origin-form path")
-    if _PLAIN_PATH.fullmatch(raw_path) and not any(seg in (".", "..") for seg in raw_path.split("/")):
-        return  # no escapes, no controls, ASCII only: nothing decodes or folds into anything else
+    if _PLAIN_PATH.fullmatch(raw_path) and "/." not in raw_path:
+        # No escapes, no controls, ASCII only: nothing decodes or folds into anything else; and no
+        # segment starts with '.', so none is '.' or '..'.
+        return
     if not raw_path.isascii() or _CONTROL.search(raw_path) or "\\" in raw_path:
         raise RequestRejected(400, "invalid_path", "raw non-ASCII, control characters or '\\' in path")
     if _BAD_ESCAPE.search(raw_path):
@@ -105,6 +107,23 @@ class RouteTable:
 
     def match(self, raw_path: str) -> tuple[Route, list[str]] | None:
         """The route for a raw path and the raw segments after its prefix."""
+        if "%" in raw_path:
+            return self._match_segments(raw_path)
+        # Without escapes the decoded segments are the raw ones: a prefix matches as a string that
+        # ends where the path does or at a '/' (prefixes have no trailing '/', but "/" itself).
+        for route in self.routes:
+            prefix = route.prefix
+            if prefix == "/":
+                return route, _segments(raw_path)
+            if raw_path.startswith(prefix):
+                if len(raw_path) == len(prefix):
+                    return route, []
+                if raw_path[len(prefix)] == "/":
+                    return route, raw_path[len(prefix) + 1 :].split("/")
+        return None
+
+    def _match_segments(self, raw_path: str) -> tuple[Route, list[str]] | None:
+        """`match` segment by segment, each decoded (for paths with escapes)."""
         raw = _segments(raw_path)
         decoded = [unquote(s) for s in raw] if "%" in raw_path else raw
         for prefix, route in self._routes:
