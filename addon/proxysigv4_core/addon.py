@@ -477,6 +477,7 @@ class ProxySigV4:
             fields = _fields(request.headers)
             first = first_values(fields)
         handshake = websocket_handshake(request.method, fields, first)
+        tokens = connection_tokens(fields, first)
         path = upstream.path + (f"?{upstream.query}" if upstream.query else "")
         flow_path = path  # what stays in the flow once the request has left
         if handshake is not None and route.websocket_auth == "query":
@@ -511,7 +512,7 @@ class ProxySigV4:
                 payload_hash=plan.payload_hash,
                 # a held body's own length is used; a streamed one's comes from the client's header
                 content_length=content_length(first) if body is None else None,
-                first=first,
+                connection=tokens,
             )
             # the string to sign's 2nd and 3rd lines: when it was signed (also if a Date header
             # carried the time) and the credential scope
@@ -519,7 +520,6 @@ class ProxySigV4:
             signature = signed.signature
         # mitmproxy closes the client connection after the response only if the request says so,
         # and answers `Expect: 100-continue` itself (then drops the header) if it is still there.
-        tokens = connection_tokens(fields, first)
         close = handshake is None and (
             "close" in tokens
             or ("keep-alive" not in tokens and request.http_version not in ("HTTP/1.1", "HTTP/2.0"))

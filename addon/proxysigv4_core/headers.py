@@ -158,11 +158,12 @@ def connection_tokens(fields: list[tuple[str, str]], first: dict[str, str] | Non
 
 
 def filter_request_headers(
-    policy: HeaderPolicy, fields: list[tuple[str, str]], first: dict[str, str] | None = None
+    policy: HeaderPolicy, fields: list[tuple[str, str]], connection: set[str] | None = None
 ) -> list[tuple[str, str]]:
     """Allowed request headers, without Connection-listed ones and without Content-Length
-    (the proxy sets it from the body it actually sends)."""
-    hop = connection_tokens(fields, first)
+    (the proxy sets it from the body it actually sends). `connection`: the fields'
+    connection_tokens, if already at hand."""
+    hop = set(connection) if connection is not None else connection_tokens(fields)
     hop.add("content-length")
     return [(k, v) for k, v in policy.filter(fields) if k.lower() not in hop]
 

@@ -290,9 +290,7 @@ def _sign(
         f"AWS4-HMAC-SHA256\n{timestamp}\n{scope}\n"
         + hashlib.sha256(canonical_request.encode("utf-8")).hexdigest()
     )
-    signature = signing_key(credentials.secret_key, day, region, service).sign(
-        string_to_sign.encode("utf-8")
-    )
+    signature = signing_key(credentials.secret_key, day, region, service).sign(string_to_sign.encode("utf-8"))
     out.append(
         (
             "Authorization",
@@ -546,15 +544,15 @@ def sign_upstream(
     *,
     payload_hash: str | None = None,
     content_length: int | None = None,
-    first: dict[str, str] | None = None,
+    connection: set[str] | None = None,
 ) -> SignedRequest:
     """Filter the client's headers by the route's allowlist, frame the body, and sign.
 
     A streamed body (`body` None) is signed with `payload_hash` and the client's Content-Length.
-    `first`: the client headers' first_values, if already at hand.
+    `connection`: the client headers' connection_tokens, if already at hand.
     """
     route = upstream.route
-    headers = filter_request_headers(route.request_headers, client_headers, first)
+    headers = filter_request_headers(route.request_headers, client_headers, connection)
     if body is not None:
         content_length = len(body)
     if content_length or method.upper() in _BODY_METHODS:
