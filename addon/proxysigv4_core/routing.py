@@ -4,13 +4,13 @@ Longest prefix on path-segment boundaries wins. The forwarded path is the target
 plus the remainder after the route prefix, with no implicit trailing slash.
 """
 
-import functools
 import re
 import unicodedata
 from dataclasses import dataclass
 from urllib.parse import quote, quote_from_bytes, unquote, unquote_to_bytes
 
 from .config import Route
+from .memo import memoised
 from .rejection import RequestRejected
 
 __all__ = ["RequestRejected", "RouteTable", "Upstream", "resolve", "resolve_replay"]
@@ -154,7 +154,7 @@ def join_path(target_path: str, remainder: list[str]) -> str:
     return target_path.rstrip("/") + "/" + "/".join(remainder)
 
 
-@functools.lru_cache(maxsize=2048)
+@memoised()
 def canonical_query(raw_query: str) -> str:
     """Re-encode each parameter the way SigV4 canonicalises it, keeping the client's order.
 

@@ -7,7 +7,6 @@ send; nothing else may be added afterwards (it would not be signed).
 
 import calendar
 import datetime
-import functools
 import hashlib
 import hmac
 import re
@@ -31,6 +30,7 @@ from botocore.credentials import ReadOnlyCredentials
 from botocore.utils import normalize_url_path
 
 from .headers import filter_request_headers
+from .memo import memoised
 from .routing import Upstream
 
 # Methods whose empty body is still announced with Content-Length: 0.
@@ -314,13 +314,13 @@ def _sign(
     return signed
 
 
-@functools.lru_cache(maxsize=2048)
+@memoised()
 def _canonical_uri(path: str, is_s3: bool) -> str:
     """botocore's canonical URI: S3's path as it is; others normalised and encoded once more."""
     return path if is_s3 else quote(normalize_url_path(path), safe="/~")
 
 
-@functools.lru_cache(maxsize=2048)
+@memoised()
 def _canonical_query(query: str) -> str:
     """botocore's canonical query string for a query already encoded: its pairs sorted."""
     if not query:
