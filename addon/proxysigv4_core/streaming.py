@@ -38,14 +38,10 @@ class RequestPlan:
 HOLD_AND_HASH = RequestPlan(stream=False)
 
 
-def _length(headers: dict[str, str]) -> int | None:
-    value = headers.get("content-length")
-    return int(value) if value is not None and value.isdigit() else None
-
-
 def content_length(first: dict[str, str]) -> int | None:
     """The Content-Length of a message's `first_values`, if it is a number."""
-    return _length(first)
+    value = first.get("content-length")
+    return int(value) if value is not None and value.isdigit() else None
 
 
 def plan_request(
@@ -54,7 +50,7 @@ def plan_request(
     """Choose buffering or streaming and the payload hash from the request headers (`first`:
     their `first_values`, if already at hand)."""
     headers = first if first is not None else first_values(fields)
-    length = _length(headers)
+    length = content_length(headers)
     too_large = length is not None and length > route.buffer_limit
     client_mode = headers.get("x-amz-content-sha256")
     if client_mode in CLIENT_SIGNED_CHUNK_MODES:
@@ -105,7 +101,7 @@ def streams_response(
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in STREAMING_CONTENT_TYPES:
         return True
-    length = _length(headers)
+    length = content_length(headers)
     if length is None and "chunked" in headers.get("transfer-encoding", "").lower():
         return True
     if length is not None and length > STREAM_THRESHOLD:
