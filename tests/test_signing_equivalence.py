@@ -114,20 +114,24 @@ def test_same_signature_as_botocore(
     assert ours.signed_headers == reference.signed_headers
 
 
-def test_signing_key_is_cached_per_day_region_and_service():
-    creds = ReadOnlyCredentials("AKIDEXAMPLE", "secret", None)
-    signing._signing_keys.clear()
-    args = dict(
+def get_args(credentials: ReadOnlyCredentials, host: str = "h", target: str = "/x", headers=()) -> dict:
+    """sign_request's arguments for a GET without body to an execute-api host in us-east-1."""
+    return dict(
         method="GET",
-        url="https://h/x",
-        host_header="h",
-        headers=[],
+        url=f"https://{host}{target}",
+        host_header=host,
+        headers=list(headers),
         body=b"",
-        credentials=creds,
+        credentials=credentials,
         service="execute-api",
         region="us-east-1",
         is_s3=False,
     )
+
+
+def test_signing_key_is_cached_per_day_region_and_service():
+    signing._signing_keys.clear()
+    args = get_args(ReadOnlyCredentials("AKIDEXAMPLE", "secret", None))
     sign_request(**args, now=WHEN)
     sign_request(**args, now=WHEN + datetime.timedelta(seconds=1))
     assert len(signing._signing_keys) == 1
@@ -210,18 +214,8 @@ def test_recorded_parts_equal_the_ones_parsed_from_the_signed_request(token):
     """The scope, signature and hidden secrets sign_request keeps are what the generic
     SignedRequest (used for the other signers) reads back from the headers."""
     creds = ReadOnlyCredentials("AKIAIOSFODNN7EXAMPLE", "secret/key", token)
-    signed = sign_request(
-        method="GET",
-        url="https://h.execute-api.us-east-1.amazonaws.com/x?a=1",
-        host_header="h.execute-api.us-east-1.amazonaws.com",
-        headers=[("Accept", "*/*")],
-        body=b"",
-        credentials=creds,
-        service="execute-api",
-        region="us-east-1",
-        is_s3=False,
-        now=WHEN,
-    )
+    args = get_args(creds, "h.execute-api.us-east-1.amazonaws.com", "/x?a=1", [("Accept", "*/*")])
+    signed = sign_request(**args, now=WHEN)
     generic = SignedRequest(
         signed.headers, signed.signed_headers, signed.canonical_request, signed.string_to_sign
     )
@@ -242,18 +236,10 @@ def test_the_signed_request_is_a_complete_frozen_dataclass():
     with every field set, and stay immutable."""
     import dataclasses
 
-    signed = sign_request(
-        method="GET",
-        url="https://h.execute-api.us-east-1.amazonaws.com/x",
-        host_header="h.execute-api.us-east-1.amazonaws.com",
-        headers=[],
-        body=b"",
-        credentials=ReadOnlyCredentials("AKIDEXAMPLE", "secret", "tok"),
-        service="execute-api",
-        region="us-east-1",
-        is_s3=False,
-        now=WHEN,
+    args = get_args(
+        ReadOnlyCredentials("AKIDEXAMPLE", "secret", "tok"), "h.execute-api.us-east-1.amazonaws.com"
     )
+    signed = sign_request(**args, now=WHEN)
     fields = {f.name: getattr(signed, f.name) for f in dataclasses.fields(signed)}
     assert signed == type(signed)(**fields)
     assert fields["_token"] is True and fields["_access_key"] == "AKIDEXAMPLE"
