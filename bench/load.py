@@ -1,8 +1,10 @@
-"""A small asyncio HTTP/1.1 load generator: N keep-alive connections, each sending the same
-request back to back for a fixed time, recording every latency. Enough for the ~1000 req/s that
-mitmproxy forwards; it reports its own ceiling when pointed straight at the upstream."""
+"""A small HTTP/1.1 load generator. `run`: N keep-alive connections (asyncio), each sending the
+same request back to back for a fixed time, recording every latency; enough for the ~1000 req/s
+that mitmproxy forwards, and it reports its own ceiling when pointed straight at the upstream.
+`alternate`: one client taking turns between several proxies, for their latencies side by side."""
 
 import asyncio
+import socket
 import statistics
 import time
 from dataclasses import dataclass
@@ -94,3 +96,65 @@ async def run_async(port: int, request: Request, clients: int, seconds: float, w
 def run(port: int, request: Request, clients: int, seconds: float, warmup: float = 0.3) -> Result:
     """Send `request` from `clients` keep-alive connections for `seconds` after `warmup`."""
     return asyncio.run(run_async(port, request, clients, seconds, warmup))
+
+
+def alternate(
+    ports: dict[str, int], request: Request, seconds: float, warmup: int = 20
+) -> dict[str, list[float]]:
+    """One client with a keep-alive connection to each of `ports`, sending `request` to one after
+    the other (the order rotates every cycle) for `seconds` (at least 3 cycles): each set-up's
+    latencies (seconds), cycle by cycle. Measured milliseconds apart, the set-ups see the same
+    machine: its speed changes (this VM drifts by +-30%) hit them alike and cancel out of the
+    per-cycle differences. Raises if an answer is not 200."""
+    names = list(ports)
+    latencies: dict[str, list[float]] = {name: [] for name in names}
+    conns = {name: socket.create_connection(("127.0.0.1", port), timeout=30) for name, port in ports.items()}
+    try:
+        for conn in conns.values():
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        wires = {name: request.wire(f"127.0.0.1:{port}") for name, port in ports.items()}
+
+        def cycle(n: int) -> list[tuple[str, float]]:
+            timed = []
+            for name in names[n % len(names) :] + names[: n % len(names)]:
+                t0 = time.perf_counter()
+                conns[name].sendall(wires[name])
+                status = _read_response_sync(conns[name])
+                timed.append((name, time.perf_counter() - t0))
+                if status != 200:
+                    raise RuntimeError(f"{name}: HTTP {status} for {request.name}")
+            return timed
+
+        for n in range(warmup):
+            cycle(n)
+        stop_at, n = time.perf_counter() + seconds, 0
+        while n < 3 or time.perf_counter() < stop_at:
+            for name, latency in cycle(n):
+                latencies[name].append(latency)
+            n += 1
+        return latencies
+    finally:
+        for conn in conns.values():
+            conn.close()
+
+
+def _read_response_sync(conn: socket.socket) -> int:
+    data = b""
+    while (end := data.find(b"\r\n\r\n")) < 0:
+        chunk = conn.recv(65536)
+        if not chunk:
+            raise ConnectionError("connection closed before the response head")
+        data += chunk
+    head = data[:end]
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.lower() == b"content-length":
+            length = int(value)
+    received = len(data) - end - 4
+    while received < length:
+        chunk = conn.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError("connection closed before the response body")
+        received += len(chunk)
+    return int(head[9:12])

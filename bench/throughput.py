@@ -6,8 +6,12 @@ Four set-ups forward the same requests to one fast local upstream (its own proce
   static  mitmdump + proxysigv4, a route with static credentials,
   role    mitmdump + proxysigv4, an assume-role route (credentials from a local STS stand-in).
 For each request kind (GET with a small query, POST with 1 KiB JSON, PUT with 1 MiB) and round,
-the set-ups are measured one after the other in a rotating order: first loaded (N keep-alive
-clients: requests/s, p50, p99), then unloaded (one client: the latency a request pays).
+the set-ups are measured one after the other in a rotating order, loaded (N keep-alive clients:
+requests/s, p50, p99, the proxy's CPU per request).
+
+The latency a request pays: one client takes turns between direct, bare, a second bare (the
+control), the floor, static and role, one request each per cycle, for a few seconds per request
+kind; each set-up's median, and its difference to bare's, per cycle and of the medians.
 
 Then the shared-core comparison: bare, a second bare (the control), the floor (bench/floor.py: the
 least a signing addon that logs each request can do), static and role, all loaded at the same time
@@ -56,6 +60,8 @@ SHARED = ("bare", "bare2", "floor", "static", "role")
 BREAKDOWN = ("bare", "bare2", "reroute", "sign", "floor")
 # The set-ups whose requests must arrive signed (their sampled signatures are verified).
 SIGNING = ("sign", "floor", "static", "role")
+# Take turns for the one-client latency (bare2: the control, as above).
+LATENCY = ("direct", "bare", "bare2", "floor", "static", "role")
 # Per proxy: enough to keep each one busy; more only makes each proxy's share of the core come in
 # larger batches (each serves all its waiting clients per turn), i.e. coarser counts per window.
 SHARED_CLIENTS = 4
@@ -190,7 +196,7 @@ def run(
     rounds: int = 3,
     clients: int = 20,
     seconds: float = 2.0,
-    latency_seconds: float = 1.0,
+    latency_seconds: float = 4.0,
     shared_windows: int = 6,
     shared_seconds: float = 1.5,
 ) -> dict:
@@ -234,6 +240,28 @@ def shared_core(
     return {name: _quartiles(values) for name, values in ratios.items()}
 
 
+def latency(
+    ports: dict[str, int], request: load.Request, seconds: float, names: tuple[str, ...] = LATENCY
+) -> dict:
+    """One client taking turns between the set-ups `names` (see load.alternate), `seconds` long:
+    each one's p50 and p99 and, against bare, the difference of the p50s (what the set-up adds to
+    the median latency) and the per-cycle differences (median and quartiles: their spread)."""
+    timed = load.alternate({name: ports[name] for name in names}, request, seconds)
+    bare = timed["bare"]
+    setups = {}
+    for name in names:
+        values = [t * 1000 for t in timed[name]]
+        row = {
+            "p50_ms": round(statistics.median(values), 3),
+            "p99_ms": round(statistics.quantiles(values, n=100, method="inclusive")[98], 3),
+        }
+        if name != "bare":
+            row["p50_overhead_ms"] = round(row["p50_ms"] - statistics.median(bare) * 1000, 3)
+            row["per_cycle_ms"] = _quartiles([(t - b) * 1000 for t, b in zip(timed[name], bare, strict=True)])
+        setups[name] = row
+    return {"cycles": len(bare), "seconds": seconds, "setups": setups}
+
+
 def _quartiles(values: list[float]) -> dict:
     q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
     return {"median": round(median, 3), "q1": round(q1, 3), "q3": round(q3, 3), "n": len(values)}
@@ -263,8 +291,6 @@ def _run(
                         "cpu_ms": [],
                         "p50_ms": [],
                         "p99_ms": [],
-                        "one_p50_ms": [],
-                        "one_p99_ms": [],
                         "errors": [],
                     }
                     for s in SETUPS
@@ -281,15 +307,18 @@ def _run(
                         cpu0 = setups.cpu_seconds(name)
                         loaded = load.run(port, request, clients, seconds)
                         cpu = setups.cpu_seconds(name) - cpu0
-                        single = load.run(port, request, 1, latency_seconds)
                         row = raw[request.name][name]
                         row["rps"].append(loaded.rps)
                         row["cpu_ms"].append(cpu * 1000 / max(loaded.requests, 1))
                         row["p50_ms"].append(loaded.percentile_ms(50))
                         row["p99_ms"].append(loaded.percentile_ms(99))
-                        row["one_p50_ms"].append(single.percentile_ms(50))
-                        row["one_p99_ms"].append(single.percentile_ms(99))
-                        row["errors"].append(loaded.errors + single.errors)
+                        row["errors"].append(loaded.errors)
+            latencies = {}
+            for request in REQUESTS:
+                phases.append((time.time(), request.name))
+                # fewer requests of 1 MiB fit: a longer turn keeps the number of cycles up
+                turn = latency_seconds * (2 if len(request.body) > 1 << 16 else 1)
+                latencies[request.name] = latency(setups.ports, request, turn)
             shared_from = time.time()  # stalls are counted before: sharing a core preempts them all
             shared = {
                 # fewer requests of 1 MiB fit in a window: longer windows keep the counts comparable
@@ -319,8 +348,6 @@ def _run(
                     "cpu_ms_per_request": _summary(row["cpu_ms"], 3),
                     "p50_ms": _summary(row["p50_ms"], 2),
                     "p99_ms": _summary(row["p99_ms"], 2),
-                    "one_client_p50_ms": _summary(row["one_p50_ms"], 3),
-                    "one_client_p99_ms": _summary(row["one_p99_ms"], 3),
                     "errors": sum(row["errors"]),
                 }
             for name in ("static", "role"):
@@ -331,21 +358,12 @@ def _run(
                         / table[name]["cpu_ms_per_request"]["median"],
                         3,
                     ),
-                    # the median of each round's difference (measured seconds apart, not minutes)
-                    "one_client_p50_overhead_ms": round(
-                        statistics.median(
-                            s - b
-                            for s, b in zip(
-                                raw[request.name][name]["one_p50_ms"],
-                                raw[request.name]["bare"]["one_p50_ms"],
-                                strict=True,
-                            )
-                        ),
-                        3,
-                    ),
+                    # one client taking turns (see `latency`)
+                    "p50_latency_overhead_ms": latencies[request.name]["setups"][name]["p50_overhead_ms"],
                     "shared_core_rps_ratio": shared[request.name][name],
                 }
             table["shared_core"] = shared[request.name]
+            table["latency"] = latencies[request.name]
             results["requests"][request.name] = table
         results["floor_breakdown"] = {REQUESTS[0].name: breakdown}
         results["checks"] = _checks(setups, stats, warm_from, shared_from, phases)
@@ -367,6 +385,7 @@ def _checks(
     """Every request through the addon arrived signed; sampled signatures verify; STS and stalls."""
     secrets = {KEY: (SECRET, None)} | {k: (s, t) for k, (s, t, _) in setups.sts.issued.items()}
     verified = failed = 0
+    verified_kinds: set[str] = set()  # "set-up METHOD" with at least one verified sample
     failures = []
     for sample in stats["samples"]:
         if sample["target"].split("/")[1] not in SIGNING:
@@ -377,6 +396,7 @@ def _checks(
         )
         if verdict.ok:
             verified += 1
+            verified_kinds.add(f"{sample['target'].split('/')[1]} {sample['method']}")
         else:
             failed += 1
             failures.append(f"{sample['method']} {sample['target']}: {verdict.reason}")
@@ -426,6 +446,7 @@ def _checks(
         },
         "unsigned_requests_through_addon": sum(unsigned.values()),
         "sampled_signatures_verified": verified,
+        "verified_by_setup_and_method": sorted(verified_kinds),
         "sampled_signatures_failed": failed,
         "signature_failures": failures[:5],
         "sts_calls": setups.sts.calls,
@@ -451,13 +472,10 @@ def _print_shared(names: tuple[str, ...], tables: dict[str, dict]) -> None:
 def print_table(results: dict) -> None:
     setup = results["setup"]
     print(
-        f"throughput: {setup['clients']} keep-alive clients x {setup['seconds']:g}s, latency: 1 client x "
-        f"{setup['latency_seconds']:g}s; median of {setup['rounds']} rounds (min-max)"
+        f"throughput: {setup['clients']} keep-alive clients x {setup['seconds']:g}s; "
+        f"median of {setup['rounds']} rounds (min-max)"
     )
-    header = (
-        f"{'request':<17}{'set-up':<8}{'req/s':>19}{'CPU ms/req':>11}{'p50 ms':>8}{'p99 ms':>8}"
-        f"{'1-client p50':>14}{'p99 ms':>8}"
-    )
+    header = f"{'request':<17}{'set-up':<8}{'req/s':>19}{'CPU ms/req':>11}{'p50 ms':>8}{'p99 ms':>8}"
     print(header)
     print("-" * len(header))
     for kind, table in results["requests"].items():
@@ -467,7 +485,6 @@ def print_table(results: dict) -> None:
             print(
                 f"{kind:<17}{name:<8}{rps:>19}{row['cpu_ms_per_request']['median']:>11.3f}"
                 f"{row['p50_ms']['median']:>8.2f}{row['p99_ms']['median']:>8.2f}"
-                f"{row['one_client_p50_ms']['median']:>14.3f}{row['one_client_p99_ms']['median']:>8.3f}"
                 + (f"  errors={row['errors']}" if row["errors"] else "")
             )
         for name in ("static", "role"):
@@ -475,8 +492,28 @@ def print_table(results: dict) -> None:
             print(
                 f"{'':<17}{name + '/bare':<12} req/s ratio {ratio['rps_ratio']:.3f}, "
                 f"CPU-per-request ratio {ratio['cpu_ratio']:.3f}, "
-                f"1-client p50 overhead {ratio['one_client_p50_overhead_ms']:+.3f} ms"
+                f"p50 latency overhead {ratio['p50_latency_overhead_ms']:+.3f} ms (one client, below)"
             )
+    print(
+        f"\nlatency: one client taking turns, one request to each set-up per cycle (the order rotates), "
+        f"{setup['latency_seconds']:g}s per request kind (PUT: twice as long);\np50 and p99, the p50's "
+        "difference to bare's, and the per-cycle differences to bare: median (quartiles)"
+    )
+    header = (
+        f"{'request':<17}{'set-up':<8}{'cycles':>7}{'p50 ms':>9}{'p99 ms':>9}{'+p50 ms':>9}"
+        f"{'per cycle ms':>28}"
+    )
+    print(header)
+    print("-" * len(header))
+    for kind, table in results["requests"].items():
+        measured = table["latency"]
+        for name, row in measured["setups"].items():
+            line = f"{kind:<17}{name:<8}{measured['cycles']:>7}{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}"
+            if name != "bare":
+                q = row["per_cycle_ms"]
+                spread = f"{q['median']:+.3f} ({q['q1']:+.3f}..{q['q3']:+.3f})"
+                line += f"{row['p50_overhead_ms']:>+9.3f}{spread:>28}"
+            print(line)
     print(
         f"\nshared core: the proxies below at the same time on one core, {setup['shared_clients']} clients "
         f"each, {setup['shared_windows']} windows of {setup['shared_seconds']:g}s (PUT: twice as long);\n"

@@ -27,8 +27,12 @@ def test_short_benchmark_run_checks_signatures_and_sts():
     checks = results["checks"]
     assert checks["unsigned_requests_through_addon"] == 0
     assert checks["sampled_signatures_failed"] == 0, checks["signature_failures"]
-    # the first request per method of each signing set-up at least: static, role, floor and sign
-    assert checks["sampled_signatures_verified"] >= 12
+    # the upstream samples the first request per set-up and method: each one's signature verified
+    # (sign, the floor without its log line, only forwards small GETs)
+    expected = {
+        f"{name} {method}" for name in ("floor", "static", "role") for method in ("GET", "POST", "PUT")
+    }
+    assert set(checks["verified_by_setup_and_method"]) == expected | {"sign GET"}
     received = checks["signed_requests_received"]
     assert {key.split()[0] for key, n in received.items() if n} == set(throughput.SIGNING)
     assert checks["sts_calls"] == 1
@@ -45,6 +49,13 @@ def test_short_benchmark_run_checks_signatures_and_sts():
     assert checks["reroute_requests_received"] > 0  # the reference script really reroutes
     for name, loop in checks["event_loop"].items():  # every stall after warm-up has its request kind
         assert sum(loop["stalls_by_request"].values()) == loop["stalls_after_warmup"], name
+    for kind, table in results["requests"].items():  # every set-up answered one client in turn
+        assert set(table["latency"]["setups"]) == set(throughput.LATENCY), kind
+        assert table["latency"]["cycles"] >= 3, kind
+        assert (
+            table["static/bare"]["p50_latency_overhead_ms"]
+            == (table["latency"]["setups"]["static"]["p50_overhead_ms"])
+        )
     hooks = checks["event_loop"]["static"]["addon_hooks_us_per_request"]
     assert set(hooks) == {"GET", "POST", "PUT"}
     parts = checks["event_loop"]["static"]["addon_parts_us"]
@@ -124,8 +135,9 @@ addons = [Spin()]
 
 
 def test_shared_core_comparison_sees_what_a_proxy_costs_per_request(tmp_path):
-    """The instrument behind the headline ratio: a proxy that spends 3 ms more CPU per request
-    forwards clearly fewer requests than bare mitmproxy; a second bare one about as many."""
+    """The instruments behind the headline figures: a proxy that spends 3 ms more CPU per request
+    forwards clearly fewer requests than bare mitmproxy and answers 3 ms later; a second bare one
+    forwards about as many and answers as fast."""
     script = tmp_path / "spin.py"
     script.write_text(SPIN_SCRIPT)
     upstream_port = conftest.free_port()
@@ -144,9 +156,16 @@ def test_shared_core_comparison_sees_what_a_proxy_costs_per_request(tmp_path):
         ratios = throughput.shared_core(
             ports, throughput.REQUESTS[0], 3, 0.6, 6, names=("bare", "bare2", "spin")
         )
+        timed = throughput.latency(ports, throughput.REQUESTS[0], 1.0, names=("bare", "bare2", "spin"))
     finally:
         throughput.pin(0, cpus)
         for proc in procs:
             conftest.stop(proc)
     assert ratios["spin"]["median"] < 0.8, ratios
     assert 0.8 < ratios["bare2"]["median"] < 1.25, ratios
+    # and the latency one client sees, taking turns: the 3 ms spent per request, and no difference
+    latency = timed["setups"]
+    assert timed["cycles"] >= 20, timed
+    assert 2.5 < latency["spin"]["p50_overhead_ms"] < 6, timed
+    assert 2.5 < latency["spin"]["per_cycle_ms"]["median"] < 6, timed
+    assert abs(latency["bare2"]["p50_overhead_ms"]) < 0.5, timed
