@@ -3,6 +3,7 @@ errors, fail-closed answers, rewriting and signing of a flow."""
 
 import asyncio
 import logging
+import re
 import time
 import urllib.parse
 
@@ -10,7 +11,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mitmproxy import exceptions
+from mitmproxy import exceptions, http
 from mitmproxy.addons import proxyauth, proxyserver
 from mitmproxy.test import taddons, tflow, tutils
 from test_routing import TARGET_PIECES
@@ -517,3 +518,55 @@ def test_secrets_are_hidden_in_the_flow_once_the_response_is_in(tmp_path, monkey
             for k, v in kept.items()
             if k not in ("authorization", "x-amz-security-token", "x-added-later")
         } == {k: v for k, v in sent.items() if k not in ("authorization", "x-amz-security-token")}
+
+
+def test_the_request_line_names_method_paths_status_duration_size_and_route(tmp_path, caplog):
+    """One line per request at info: signed and answered, answered without a length, refused."""
+    a = ProxySigV4()
+    with taddons.context(a) as tctx:
+        load(tctx, a, tmp_path, {"allowUnauthenticatedRequests": True, "/api": API})
+        with caplog.at_level(logging.INFO, logger="proxysigv4.request"):
+            for path, response_headers, content in (
+                (
+                    "/api/x?a=1",
+                    (b"content-type", b"application/json", b"Content-Length", b"11"),
+                    b'{"ok":true}',
+                ),
+                ("/api/y", (b"content-type", b"text/plain"), b"no length"),
+            ):
+                f = client_flow(path)
+                run(a.requestheaders(f))
+                run(a.request(f))
+                f.response = tutils.tresp(content=content)
+                f.response.headers.fields = tuple(
+                    zip(response_headers[::2], response_headers[1::2], strict=True)
+                )
+                a.responseheaders(f)
+                a.response(f)
+            refused = client_flow("/nope/z")
+            run(a.requestheaders(refused))
+    lines = [r.getMessage() for r in caplog.records if r.name == "proxysigv4.request"]
+    assert len(lines) == 3, lines
+    assert re.fullmatch(
+        rf"GET /api/x\?a=1 -> {re.escape(API)}/x\?a=1 200 \d+\.\dms 11B route=/api execute-api/eu-west-1",
+        lines[0],
+    ), lines[0]
+    assert re.fullmatch(
+        rf"GET /api/y -> {re.escape(API)}/y 200 \d+\.\dms 9B route=/api execute-api/eu-west-1", lines[1]
+    ), lines[1]
+    assert re.fullmatch(r"GET /nope/z -> - 404 \d+\.\dms \d+B route=- -", lines[2]), lines[2]
+
+
+_HEADER_NAMES = st.sampled_from(
+    [b"content-length", b"Content-Length", b"CONTENT-LENGTH", b"content-type", b"x-len"]
+)
+
+
+@given(
+    st.lists(st.tuples(_HEADER_NAMES, st.binary(min_size=0, max_size=6)), max_size=6).filter(
+        lambda fields: sum(1 for k, _ in fields if k.lower() == b"content-length") <= 1
+    )
+)
+def test_the_content_length_for_the_request_line_is_what_headers_get_gives(fields):
+    headers = http.Headers(fields)
+    assert addon_module._content_length_header(headers.fields) == headers.get("content-length")

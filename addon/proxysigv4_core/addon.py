@@ -69,6 +69,8 @@ class _InFlight:
     client_target: str
     target_url: str
     started: float
+    # The request line's first part, known once signed: "METHOD client-path -> target-url "
+    log_head: str = ""
     timer: asyncio.TimerHandle | None = None
     # What AWS may echo back in an error body (S3 does): scrubbed before the client sees it.
     secrets: tuple[bytes, ...] = ()
@@ -424,7 +426,7 @@ class ProxySigV4:
             message = "proxysigv4 failed to sign this request (see proxy log)"
             self._refuse(flow, pending, 500, "internal_error", message)
         route = pending.upstream.route if pending.upstream else None
-        self._log(flow, pending.client_target, "-", route, pending.started)
+        self._log(flow, f"{flow.request.method} {pending.client_target} -> - ", route, pending.started)
 
     def _refuse(self, flow, pending: "_Pending", status: int, error: str, message: str, headers=None) -> None:
         """The proxy's own answer, marked in mitmweb so it is not mistaken for AWS's."""
@@ -574,6 +576,7 @@ class ProxySigV4:
             pending.client_target,
             target_url,
             pending.started,
+            f"{request.method} {pending.client_target} -> {target_url} ",
             secrets=echoed,
             redacted=redacted,
             flow_path=flow_path if flow_path != path else None,
@@ -690,7 +693,7 @@ class ProxySigV4:
             flow.request.data.path = in_flight.flow_path.encode()
         if in_flight.timer is not None:
             in_flight.timer.cancel()
-        self._log(flow, in_flight.client_target, in_flight.target_url, in_flight.route, in_flight.started)
+        self._log(flow, in_flight.log_head, in_flight.route, in_flight.started)
 
     # ---- timeouts --------------------------------------------------------------------------
     def _on_timeout(self, flow: http.HTTPFlow, seconds: float) -> None:
@@ -709,21 +712,22 @@ class ProxySigV4:
             errors.timed_out_connections.pop(flow.client_conn.id, None)
 
     # ---- logging ---------------------------------------------------------------------------
-    def _log(self, flow, client_target, target_url, route: Route | None, started: float) -> None:
+    def _log(self, flow, head: str, route: Route | None, started: float) -> None:
+        """The request's line: `head` ("METHOD client-path -> target-url "), then status, duration,
+        size, route and service/region."""
         if not request_log.isEnabledFor(logging.INFO):
             return
         response = flow.response
         if response is not None:
-            status = str(response.status_code)
-            size = response.headers.get("content-length") or (
+            status = response.status_code
+            size = _content_length_header(response.headers.fields) or (
                 "streamed" if response.stream else str(len(response.raw_content or b""))
             )
         else:
             status, size = f"error({flow.error.msg if flow.error else '?'})", "-"
         line = (
-            f"{flow.request.method} {client_target} -> {target_url} {status} "
-            f"{(time.monotonic() - started) * 1000:.1f}ms {size}B "
-            + (f"route={route.prefix} {route.service}/{route.region}" if route else "route=- -")
+            f"{head}{status} {(time.monotonic() - started) * 1000:.1f}ms {size}B "
+            f"{route.log_label if route else 'route=- -'}"
         )
         if self._verbose and "signed_headers" in flow.metadata.get("proxysigv4", {}):
             line += " signed=" + ";".join(flow.metadata["proxysigv4"]["signed_headers"])
@@ -783,6 +787,15 @@ def _file_mark(path: str) -> tuple[int, int] | None:
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
+
+
+def _content_length_header(fields: tuple[tuple[bytes, bytes], ...]) -> str | None:
+    """The first Content-Length value, or None: `Headers.get` for a message with at most one (read
+    from the raw fields: the generic multidict lookup costs several times more, per request line)."""
+    for name, value in fields:
+        if len(name) == 14 and name.lower() == b"content-length":
+            return value.decode("utf-8", "surrogateescape")  # as mitmproxy decodes values
+    return None
 
 
 def _fields(headers: http.Headers) -> list[tuple[str, str]]:

@@ -116,6 +116,11 @@ class Route:
         return is_s3(self.service)
 
     @functools.cached_property
+    def log_label(self) -> str:
+        """How each request line names the route: its prefix and service/region."""
+        return f"route={self.prefix} {self.service}/{self.region}"
+
+    @functools.cached_property
     def credential_source(self) -> str:
         """Human description of where credentials come from (no secrets)."""
         base = f"profile {self.profile}" if self.profile else "default credential chain"
