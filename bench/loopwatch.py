@@ -5,6 +5,11 @@ Every callback the loop runs goes through `asyncio.Handle._run`; this wraps it w
 Each stall is recorded with its wall-clock time, so a benchmark can ignore its warm-up. The
 records are written as JSON to $LOOPWATCH_FILE every second and when mitmproxy stops.
 
+With LOOPWATCH_PARTS=1 it also times the proxysigv4 addon's hooks and the parts of its work (CPU
+per call, per request method): a profile taken inside the live proxy. Those timers read the clock
+twice per call (a system call each) and cost the proxy measurably (in a test: +0.07 ms one-client
+latency, 2% throughput), so the benchmark's headline figures come from proxies without them.
+
     mitmdump -s bench/loopwatch.py ...
 """
 
@@ -169,7 +174,7 @@ class LoopWatch:
     async def _flush(self) -> None:
         # Scripts load asynchronously: look for the addon every 0.2 s for up to 5 s (bare mitmproxy
         # has none); the record is written once a second (file I/O on the watched loop: kept rare).
-        for _ in range(25):
+        for _ in range(25 if os.environ.get("LOOPWATCH_PARTS") == "1" else 0):
             if _time_addon_hooks():
                 break
             await asyncio.sleep(0.2)

@@ -570,3 +570,36 @@ _HEADER_NAMES = st.sampled_from(
 def test_the_content_length_for_the_request_line_is_what_headers_get_gives(fields):
     headers = http.Headers(fields)
     assert addon_module._content_length_header(headers.fields) == headers.get("content-length")
+
+
+def test_the_request_line_is_written_once_the_answer_is_on_its_way(tmp_path, caplog):
+    """Inside mitmproxy's event loop the line is logged on the loop's next turn, after the response
+    hook has returned (mitmproxy sends the response in between): the log handlers' work does not
+    delay the answer. Refused requests likewise."""
+    a = ProxySigV4()
+    with taddons.context(a) as tctx:
+        load(tctx, a, tmp_path, {"allowUnauthenticatedRequests": True, "/api": API})
+
+        def lines() -> list[str]:
+            return [r.getMessage() for r in caplog.records if r.name == "proxysigv4.request"]
+
+        async def main() -> list[tuple[int, int]]:
+            counts = []
+            with caplog.at_level(logging.INFO, logger="proxysigv4.request"):
+                f = client_flow("/api/x")
+                await a.requestheaders(f)
+                await a.request(f)
+                f.response = tutils.tresp(content=b"ok")
+                a.responseheaders(f)
+                a.response(f)
+                in_hook = len(lines())
+                await asyncio.sleep(0)
+                counts.append((in_hook, len(lines())))
+                await a.requestheaders(client_flow("/nope"))
+                in_hook = len(lines())
+                await asyncio.sleep(0)
+                counts.append((in_hook, len(lines())))
+            return counts
+
+        assert run(main()) == [(0, 1), (1, 2)]
+    assert " 200 " in lines()[0] and lines()[1].startswith("GET /nope -> - 404 ")

@@ -738,7 +738,21 @@ _record_template: dict | None = None
 
 
 def log_request_line(line: str) -> None:
-    """Log one request's line on the `proxysigv4.request` logger, at info."""
+    """Log one request's line on the `proxysigv4.request` logger, at info: on the event loop's next
+    turn when one is running, i.e. once mitmproxy has sent what the hook was about to let go (the
+    response to the client, or the proxy's own refusal). A request's line is written when its
+    answer is on the way, as access logs are; the log handlers' work (mitmproxy's formats a time
+    stamp and writes the terminal line: as much as the rest of this addon's work on a response)
+    then does not delay the answer."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # no loop (a tool, a test calling a hook directly): now
+        _emit_request_line(line)
+    else:
+        loop.call_soon(_emit_request_line, line)
+
+
+def _emit_request_line(line: str) -> None:
     request_log.handle(_request_record(line))
 
 
