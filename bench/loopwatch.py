@@ -122,7 +122,8 @@ def _timed(name: str, hook):
 # The addon's methods and the core functions its module calls, timed like the hooks: a profile of
 # the addon's work taken inside the live proxy (nested: _forward includes sign_upstream).
 _PARTS_METHODS = ("_prepare", "_forward", "_log")
-_PARTS_FUNCTIONS = ("resolve", "sign_upstream")
+# _emit_request_line: the request line, logged after the response hook (on the loop's next turn).
+_PARTS_FUNCTIONS = ("resolve", "sign_upstream", "_emit_request_line")
 _part_time: dict[str, list[float]] = {}  # "METHOD part" -> [calls, seconds]
 # The method of the request whose hook is running (per asyncio task: one per connection).
 _method: contextvars.ContextVar[str] = contextvars.ContextVar("method", default="?")

@@ -453,7 +453,8 @@ def _checks(
 
 def _addon_profile(record: dict) -> dict:
     """The addon's hooks, CPU per request, and the parts of its work, CPU per call (nested: _forward
-    includes sign_upstream, _prepare resolve), per request method, in µs."""
+    includes sign_upstream, _prepare resolve; _emit_request_line, the request line logged once the
+    response is on its way, runs after the hooks), per request method, in µs."""
     hooks = record.get("hooks", {})
     per_method = {}
     for method in sorted({key.split()[0] for key in hooks}):
@@ -561,7 +562,10 @@ def print_table(results: dict) -> None:
         print(line)
     profile = checks["addon_profile"]
     hooks = ", ".join(f"{m} {us}" for m, us in profile["hooks_us_per_request"].items())
-    print(f"addon hooks CPU per request, timed in a separate static set-up (µs): {hooks}")
+    print(
+        "addon hooks CPU per request, timed in a separate static set-up (µs; the request line is logged "
+        f"after them, _emit_request_line below): {hooks}"
+    )
     for method, parts in profile["parts_us"].items():
         print(
             f"    {method}, inside the hooks (µs per call): "

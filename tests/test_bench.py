@@ -62,7 +62,14 @@ def test_short_benchmark_run_checks_signatures_and_sts():
     assert set(hooks) == {"GET", "POST", "PUT"}
     parts = checks["addon_profile"]["parts_us"]
     assert set(parts) == {"GET", "POST", "PUT"}
-    assert set(parts["GET"]) == {"resolve", "_prepare", "sign_upstream", "_forward", "_log"}
+    assert set(parts["GET"]) == {
+        "resolve",
+        "_prepare",
+        "sign_upstream",
+        "_forward",
+        "_log",
+        "_emit_request_line",
+    }
     # nested parts: the signature is inside _forward, the route lookup inside _prepare
     assert parts["GET"]["sign_upstream"] < parts["GET"]["_forward"]
     assert parts["GET"]["resolve"] < parts["GET"]["_prepare"]
