@@ -45,17 +45,22 @@ class Result:
         return statistics.quantiles(self.latencies, n=100, method="inclusive")[int(p) - 1] * 1000
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head[9:12])
+def _body_length(head: bytes) -> int:
+    """The Content-Length of a response head (0 without one: the upstream always sends it)."""
     length = 0
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         if name.lower() == b"content-length":
             length = int(value)
+    return length
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = _body_length(head)
     if length:
         await reader.readexactly(length)
-    return status
+    return int(head[9:12])
 
 
 async def _worker(port: int, wire: bytes, warm_until: float, stop_at: float, result: Result) -> None:
@@ -146,11 +151,7 @@ def _read_response_sync(conn: socket.socket) -> int:
             raise ConnectionError("connection closed before the response head")
         data += chunk
     head = data[:end]
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.lower() == b"content-length":
-            length = int(value)
+    length = _body_length(head)
     received = len(data) - end - 4
     while received < length:
         chunk = conn.recv(1 << 20)

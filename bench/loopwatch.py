@@ -7,7 +7,7 @@ records are written as JSON to $LOOPWATCH_FILE every second and when mitmproxy s
 
 With LOOPWATCH_PARTS=1 it also times the proxysigv4 addon's hooks and the parts of its work (CPU
 per call, per request method): a profile taken inside the live proxy. Those timers read the clock
-twice per call (a system call each) and cost the proxy measurably (in a test: +0.07 ms one-client
+twice per call (a system call each) and cost the proxy measurably (in an A/B: +0.07 ms one-client
 latency, 2% throughput), so the benchmark's headline figures come from proxies without them.
 
     mitmdump -s bench/loopwatch.py ...
