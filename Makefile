@@ -1,11 +1,11 @@
-# proxysigv4 — make demo | test | run | install | lint | bench (bench-streaming, bench-hotpath)
+# proxysigv4 — make demo | test | run | install | lint | bench (bench-streaming, bench-hotpath, bench-breakdown)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONFIG ?= proxysigv4.yaml
 PORT ?= 8080
 
-.PHONY: install test lint format run demo clean bench bench-streaming bench-hotpath
+.PHONY: install test lint format run demo clean bench bench-streaming bench-hotpath bench-breakdown
 
 install: $(STAMP)
 
@@ -52,3 +52,7 @@ bench-streaming: install
 
 bench-hotpath: install
 	$(PY) bench/hotpath.py
+
+# Where a request's CPU time goes in bare mitmproxy, the floor and the addon (py-spy, ~40 s).
+bench-breakdown: install
+	$(PY) bench/breakdown.py

@@ -107,9 +107,12 @@ def pin(pid: int, cpus: set[int]) -> None:
 
 
 class Setups:
-    """The upstream, the STS stand-in and the three mitmdump processes, all on 127.0.0.1."""
+    """The upstream, the STS stand-in and the mitmdump processes, all on 127.0.0.1: every set-up
+    named below, or those in `only`; each mitmdump with bench/loopwatch.py unless `watch` is off."""
 
-    def __init__(self, workdir: Path, stack: ExitStack) -> None:
+    def __init__(
+        self, workdir: Path, stack: ExitStack, only: tuple[str, ...] | None = None, watch: bool = True
+    ) -> None:
         self.workdir = workdir
         self.procs: dict[str, subprocess.Popen] = {}
         self.ports: dict[str, int] = {}
@@ -131,7 +134,7 @@ class Setups:
             "AWS_ENDPOINT_URL_STS": self.sts.url,
             "PYTHONUNBUFFERED": "1",
         }
-        watch = ["-s", str(ROOT / "bench" / "loopwatch.py")]
+        watcher = ["-s", str(ROOT / "bench" / "loopwatch.py")] if watch else []
         # bare2: a second bare mitmdump, the shared-core comparison's control (A/A);
         # reroute: the cheapest rerouting script (bench/reroute.py), the floor for any addon;
         # floor: the least a signing addon that logs each request does (bench/floor.py), sign: the
@@ -145,9 +148,10 @@ class Setups:
             ("sign", floor, {"FLOOR_LOG": "0"}),
             ("floor", floor, {}),
         ):
-            port = conftest.free_port()
-            command = conftest.bare_mitmdump_command(up, port, *extra, *watch)
-            self._mitmdump(name, command, env_reroute | more_env, port)
+            if only is None or name in only:
+                port = conftest.free_port()
+                command = conftest.bare_mitmdump_command(up, port, *extra, *watcher)
+                self._mitmdump(name, command, env_reroute | more_env, port)
         route = {"service": "execute-api", "region": "us-east-1"}
         # timed: static's set-up with the addon's hooks and parts timed (see bench/loopwatch.py)
         for name, extra, more_env in (
@@ -155,12 +159,14 @@ class Setups:
             ("role", {"roleArn": ROLE}, {}),
             ("timed", {}, {"LOOPWATCH_PARTS": "1"}),
         ):
+            if only is not None and name not in only:
+                continue
             config = workdir / f"{name}.yaml"
             config.write_text(
                 yaml.safe_dump({"proxysigv4": {"/bench": {"target": f"{up}/{name}", **route, **extra}}})
             )
             port = conftest.free_port()
-            self._mitmdump(name, conftest.mitmdump_command(config, port, *watch), env | more_env, port)
+            self._mitmdump(name, conftest.mitmdump_command(config, port, *watcher), env | more_env, port)
 
     def _spawn(self, name: str, cmd: list[str], env: dict | None = None) -> None:
         log = open(self.workdir / f"{name}.log", "wb")

@@ -184,3 +184,42 @@ def test_shared_core_comparison_sees_what_a_proxy_costs_per_request(tmp_path):
     assert abs(latency["bare2"]["per_cycle_ms"]["median"]) < 0.5, timed
     assert 2.5 < latency["spin"]["per_cycle_ms"]["median"] < 8, timed
     assert 2.5 < latency["spin"]["p50_overhead_ms"] < 8, timed
+
+
+def test_breakdown_sorts_a_sampled_stack_by_where_the_time_went():
+    import breakdown as where  # bench/breakdown.py
+
+    loop = (
+        "Runner.run (runners.py:118);BaseEventLoop._run_once (base_events.py:1987);Handle._run (events.py:84)"
+    )
+    dispatch = (
+        "AddonManager.handle_lifecycle (addonmanager.py:238);AddonManager.invoke_addon (addonmanager.py:269)"
+    )
+    stacks = {
+        f"{loop};{dispatch};ProxySigV4.request (addon.py:378);sign_upstream (signing.py:560)": "hooks",
+        f"{loop};{dispatch};Floor.response (floor.py:77)": "hooks",
+        f"{loop};{dispatch};Reroute.requestheaders (reroute.py:20)": "hooks",
+        f"{loop};_emit_request_line (addon.py:755);Logger.handle (__init__.py:1028)": "log line",
+        f"{loop};{dispatch};Dumper.response (dumper.py:300)": "dispatch",
+        f"{loop};ProxySigV4.refresh (addon.py:300)": "mitmproxy rest",  # not a hook
+        f"{loop};Http1Server.read_headers (_http1.py:200)": "mitmproxy rest",
+        "Thread._bootstrap (threading.py:1030);_worker (concurrent/futures/thread.py:89)": None,
+    }
+    for stack, category in stacks.items():
+        assert where.categorise(stack.split(";")) == category, stack
+    raw = "\n".join(f"{stack} {n}" for stack, n in zip(stacks, (3, 1, 1, 2, 2, 1, 0, 90), strict=True))
+    assert where.shares(raw) == {"hooks": 0.5, "log line": 0.2, "dispatch": 0.2, "mitmproxy rest": 0.1}
+
+
+def test_breakdown_splits_each_proxys_time_live():
+    """bench/breakdown.py on real proxies for a few seconds: the addon's hooks are where its extra
+    time is, more than the floor's, and bare mitmproxy has none."""
+    import breakdown as where
+
+    results = where.run(seconds=4, rate=250)["setups"]  # ~1000 samples each
+    assert results["bare"]["hooks"] == 0 and results["bare"]["log line"] == 0, results
+    assert results["static"]["hooks"] > results["floor"]["hooks"] > 0, results
+    assert results["static"]["log line"] > 0 and results["floor"]["log line"] > 0, results
+    for name, row in results.items():
+        parts = sum(row[c] for c in where.CATEGORIES)
+        assert abs(parts - row["cpu_us_per_request"]) < 1, (name, row)
