@@ -66,11 +66,9 @@ class _InFlight:
     """A request this addon signed and forwarded, until its response or error."""
 
     route: Route
-    client_target: str
-    target_url: str
     started: float
     # The request line's first part, known once signed: "METHOD client-path -> target-url "
-    log_head: str = ""
+    log_head: str
     timer: asyncio.TimerHandle | None = None
     # What AWS may echo back in an error body (S3 does): scrubbed before the client sees it.
     secrets: tuple[bytes, ...] = ()
@@ -573,8 +571,6 @@ class ProxySigV4:
         hidden = {k.encode("latin-1"): v.encode() for k, v in redacted}  # by the names as sent
         in_flight = _InFlight(
             route,
-            pending.client_target,
-            target_url,
             pending.started,
             f"{request.method} {pending.client_target} -> {target_url} ",
             secrets=echoed,
