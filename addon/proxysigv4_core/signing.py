@@ -114,14 +114,9 @@ class SignedRequest:
 class _SignedV4(SignedRequest):
     """What `sign_request` computed, with the parts the addon records kept instead of re-parsed."""
 
-    _scope: str = ""
     _signature: str = ""
     _access_key: str = ""
     _token: bool = False
-
-    @property
-    def scope(self) -> str:
-        return self._scope
 
     @property
     def signature(self) -> str:
@@ -306,7 +301,6 @@ def _sign(
         signed_headers=tuple(names),
         canonical_request=canonical_request,
         string_to_sign=string_to_sign,
-        _scope=scope,
         _signature=signature,
         _access_key=credentials.access_key,
         _token=bool(token),
