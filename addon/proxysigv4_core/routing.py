@@ -125,7 +125,7 @@ class RouteTable:
     def _match_segments(self, raw_path: str) -> tuple[Route, list[str]] | None:
         """`match` segment by segment, each decoded (for paths with escapes)."""
         raw = _segments(raw_path)
-        decoded = [unquote(s) for s in raw] if "%" in raw_path else raw
+        decoded = [unquote(s) for s in raw]
         for prefix, route in self._routes:
             if tuple(decoded[: len(prefix)]) == prefix:
                 return route, raw[len(prefix) :]
