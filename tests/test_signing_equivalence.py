@@ -211,7 +211,7 @@ def test_sign_upstream_signs_as_sign_request_does_on_the_upstream_url(client_tar
 
 @pytest.mark.parametrize("token", [None, "session/token+=="])
 def test_recorded_parts_equal_the_ones_parsed_from_the_signed_request(token):
-    """The scope, signature and hidden secrets sign_request keeps are what the generic
+    """The signature and hidden secrets sign_request keeps (and the scope) are what the generic
     SignedRequest (used for the other signers) reads back from the headers."""
     creds = ReadOnlyCredentials("AKIAIOSFODNN7EXAMPLE", "secret/key", token)
     args = get_args(creds, "h.execute-api.us-east-1.amazonaws.com", "/x?a=1", [("Accept", "*/*")])
