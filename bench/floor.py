@@ -21,7 +21,7 @@ import time
 from mitmproxy import http
 from reroute import Reroute
 
-from proxysigv4_core.addon import log_request_line, skip_legacy_log_events
+from proxysigv4_core.addon import content_length_header, log_request_line, skip_legacy_log_events
 from proxysigv4_core.signing import signing_key
 
 KEY, SECRET = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
@@ -37,12 +37,14 @@ class Floor(Reroute):
         skip_legacy_log_events()
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        flow.metadata["floor"] = (flow.request.path, time.monotonic())
+        data = flow.request.data
+        flow.metadata["floor"] = (data.path, time.monotonic())
         super().requestheaders(flow)
 
     def request(self, flow: http.HTTPFlow) -> None:
         data = flow.request.data
-        path, _, query = data.path.decode().partition("?")
+        target = data.path.decode()
+        path, _, query = target.partition("?")
         if query:
             query = "&".join(f"{k}={v}" for k, v in sorted(q.partition("=")[::2] for q in query.split("&")))
         host = f"{data.host}:{data.port}"
@@ -61,6 +63,10 @@ class Floor(Reroute):
         authorization = (
             f"AWS4-HMAC-SHA256 Credential={KEY}/{scope}, SignedHeaders=host;x-amz-date, Signature={signature}"
         )
+        if LOG:  # the request line's head, made as proxysigv4 makes it: once, from what is at hand
+            client_path, started = flow.metadata["floor"]
+            head = f"{data.method.decode()} {client_path.decode()} -> http://{host}{target} "
+            flow.metadata["floor"] = (head, started)
         data.headers.fields = (
             (b"Host", host.encode()),
             (b"X-Amz-Date", timestamp.encode()),
@@ -71,13 +77,12 @@ class Floor(Reroute):
     def response(self, flow: http.HTTPFlow) -> None:
         if not LOG:
             return
-        client_path, started = flow.metadata["floor"]
+        head, started = flow.metadata["floor"]
         response = flow.response
         assert response is not None
         log_request_line(
-            f"{flow.request.method} {client_path} -> {flow.request.url} {response.status_code} "
-            f"{(time.monotonic() - started) * 1000:.1f}ms {response.headers.get('content-length')}B "
-            f"route=/bench {SERVICE}/{REGION}"
+            f"{head}{response.status_code} {(time.monotonic() - started) * 1000:.1f}ms "
+            f"{content_length_header(response.headers.fields)}B route=/bench {SERVICE}/{REGION}"
         )
 
 

@@ -569,7 +569,7 @@ _HEADER_NAMES = st.sampled_from(
 )
 def test_the_content_length_for_the_request_line_is_what_headers_get_gives(fields):
     headers = http.Headers(fields)
-    assert addon_module._content_length_header(headers.fields) == headers.get("content-length")
+    assert addon_module.content_length_header(headers.fields) == headers.get("content-length")
 
 
 def test_the_request_line_is_written_once_the_answer_is_on_its_way(tmp_path, caplog):

@@ -716,7 +716,7 @@ class ProxySigV4:
         response = flow.response
         if response is not None:
             status = response.status_code
-            size = _content_length_header(response.headers.fields) or (
+            size = content_length_header(response.headers.fields) or (
                 "streamed" if response.stream else str(len(response.raw_content or b""))
             )
         else:
@@ -799,7 +799,7 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _content_length_header(fields: tuple[tuple[bytes, bytes], ...]) -> str | None:
+def content_length_header(fields: tuple[tuple[bytes, bytes], ...]) -> str | None:
     """The first Content-Length value, or None: `Headers.get` for a message with at most one (read
     from the raw fields: the generic multidict lookup costs several times more, per request line)."""
     for name, value in fields:
