@@ -14,6 +14,14 @@ three alike). Each proxy's CPU time per request (from /proc) is split by where i
 Against bare mitmproxy, the last two show how much slower mitmproxy's own work gets next to a
 script: the part of an addon's cost that is not in its code.
 
+The addon's hook time is split further by feature (FEATURES: the first frame inside the hook,
+outermost first, that names one of a feature's functions decides): routing (path checks, route
+match, rewrite), request checks (header decoding and checks, inbound auth, body plan), header
+allowlist, signing (canonical request, hashes, HMAC), credentials (the cached credentials' look-up),
+response headers (allowlist, streaming decision), finish (secrets hidden again, request line made);
+what is left is the hooks' own code: `forward & record` (the request's target and signed headers
+set, mitmweb's record, the secrets to hide) and `hook entry` (the rest).
+
     python bench/breakdown.py [--seconds 15]      (make bench-breakdown; py-spy is in the test extras)
 """
 
@@ -38,6 +46,23 @@ SETUPS = ("bare", "floor", "static")
 HOOKS = ("requestheaders", "request", "responseheaders", "response", "error", "server_connect")
 SCRIPT_CLASSES = ("ProxySigV4", "Floor", "Reroute")
 CATEGORIES = ("hooks", "log line", "dispatch", "mitmproxy rest")
+# The addon's features, by the functions that do them (see the docstring).
+FEATURES = (
+    ("routing", frozenset({"_upstream", "resolve", "resolve_replay"})),
+    (
+        "request checks",
+        frozenset(
+            {"_fields", "check_request_headers", "_authenticate", "plan_request", "_client_target"}
+            | {"websocket_handshake", "connection_tokens", "first_values", "_Pending.__init__"}
+        ),
+    ),
+    ("header allowlist", frozenset({"filter_request_headers"})),
+    ("signing", frozenset({"_sign", "sign_request_sigv4a", "presign_url"})),
+    ("credentials", frozenset({"_credentials"})),
+    ("response headers", frozenset({"ProxySigV4.responseheaders"})),
+    ("finish", frozenset({"ProxySigV4.response", "ProxySigV4.error", "_finish"})),
+)
+FEATURE_NAMES = (*(name for name, _ in FEATURES), "forward & record", "hook entry")
 PY_SPY = Path(sys.executable).parent / "py-spy"
 
 
@@ -56,18 +81,43 @@ def categorise(stack: list[str]) -> str | None:
     return "mitmproxy rest"
 
 
+def feature(stack: list[str]) -> str | None:
+    """For a sample in one of proxysigv4's hooks, the feature it was working on (FEATURES); None
+    for other samples."""
+    functions = [frame.split(" (", 1)[0] for frame in stack]
+    hook = next(
+        (i for i, f in enumerate(functions) if f.startswith("ProxySigV4.") and f.split(".")[-1] in HOOKS),
+        None,
+    )
+    if hook is None:
+        return None
+    inside = functions[hook:]
+    for function in inside:
+        for name, members in FEATURES:
+            if function in members or function.split(".")[-1] in members:
+                return name
+    return "forward & record" if "ProxySigV4._forward" in inside else "hook entry"
+
+
 def shares(raw: str) -> dict[str, float]:
-    """py-spy's raw output (one "frame;frame;... count" per line): each category's share."""
+    """py-spy's raw output (one "frame;frame;... count" per line): each category's share, and
+    each of proxysigv4's features' (`features`) share of all samples."""
     counts: collections.Counter = collections.Counter()
+    features: collections.Counter = collections.Counter()
     for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
-        category = categorise(stack.split(";"))
+        frames = stack.split(";")
+        category = categorise(frames)
         if category is not None:
             counts[category] += int(count)
+            if category == "hooks" and (name := feature(frames)) is not None:
+                features[name] += int(count)
     total = sum(counts.values())
     if not total:
         raise RuntimeError("py-spy recorded no sample on the event loop's thread")
-    return {c: counts[c] / total for c in CATEGORIES}
+    return {c: counts[c] / total for c in CATEGORIES} | {
+        "features": {f: features[f] / total for f in FEATURE_NAMES if features[f]}
+    }
 
 
 def run(seconds: float = 15.0, rate: int = 200, request: load.Request = throughput.REQUESTS[0]) -> dict:
@@ -118,6 +168,10 @@ def run(seconds: float = 15.0, rate: int = 200, request: load.Request = throughp
             "cpu_us_per_request": round(per_request_us, 1),
             **{c: round(per_request_us * split[c], 1) for c in CATEGORIES},
         }
+        if split["features"]:
+            out["setups"][name]["hooks_by_feature"] = {
+                f: round(per_request_us * share, 1) for f, share in split["features"].items()
+            }
     return out
 
 
@@ -137,6 +191,11 @@ def print_table(results: dict) -> None:
             for c in CATEGORIES
         )
         print(f"{name:<8}{row['rps']:>8.1f}{row['cpu_us_per_request']:>10.0f}{cells}")
+    for name, row in results["setups"].items():
+        if "hooks_by_feature" in row:
+            print(f"{name}'s hooks by feature (CPU µs per request):")
+            for f, us in sorted(row["hooks_by_feature"].items(), key=lambda item: -item[1]):
+                print(f"  {f:<20}{us:>8.1f}")
 
 
 def main() -> None:

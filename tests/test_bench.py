@@ -208,7 +208,47 @@ def test_breakdown_sorts_a_sampled_stack_by_where_the_time_went():
     for stack, category in stacks.items():
         assert where.categorise(stack.split(";")) == category, stack
     raw = "\n".join(f"{stack} {n}" for stack, n in zip(stacks, (3, 1, 1, 2, 2, 1, 0, 90), strict=True))
-    assert where.shares(raw) == {"hooks": 0.5, "log line": 0.2, "dispatch": 0.2, "mitmproxy rest": 0.1}
+    shares = where.shares(raw)
+    assert {c: shares[c] for c in where.CATEGORIES} == {
+        "hooks": 0.5,
+        "log line": 0.2,
+        "dispatch": 0.2,
+        "mitmproxy rest": 0.1,
+    }
+    assert shares["features"] == {"hook entry": 0.3}  # sign_upstream without _sign below it
+
+
+def test_breakdown_sorts_the_addons_hook_samples_by_feature():
+    import breakdown as where
+
+    hook = "BaseEventLoop._run_once (base_events.py:1987);AddonManager.invoke_addon (addonmanager.py:269)"
+    forward = f"{hook};ProxySigV4.request (addon.py:379);ProxySigV4._forward (addon.py:506)"
+    stacks = {
+        f"{hook};ProxySigV4.requestheaders (addon.py:347);ProxySigV4._prepare (addon.py:389);"
+        "ProxySigV4._upstream (addon.py:468);resolve (routing.py:193)": "routing",
+        f"{hook};ProxySigV4.requestheaders (addon.py:347);ProxySigV4._prepare (addon.py:387);"
+        "check_request_headers (headers.py:190)": "request checks",
+        f"{hook};ProxySigV4.requestheaders (addon.py:345);_Pending.__init__ (<string>:3)": "request checks",
+        f"{forward};sign_upstream (signing.py:560);filter_request_headers (headers.py:168);"
+        "HeaderPolicy.filter (headers.py:123)": "header allowlist",
+        f"{forward};sign_upstream (signing.py:566);_sign (signing.py:282);"
+        "_canonical_request (signing.py:330)": "signing",
+        f"{forward};sign_upstream (signing.py:540)": "forward & record",  # its own lines
+        f"{forward};mask_key_id (signing.py:55)": "forward & record",
+        f"{hook};ProxySigV4.request (addon.py:378);ProxySigV4._credentials (addon.py:400)": "credentials",
+        f"{hook};ProxySigV4.responseheaders (addon.py:606);first_values (headers.py:140)": "response headers",
+        f"{hook};ProxySigV4.response (addon.py:630);ProxySigV4._finish (addon.py:690)": "finish",
+        f"{hook};ProxySigV4.request (addon.py:362)": "hook entry",
+        f"{hook};Floor.request (floor.py:50)": None,  # not proxysigv4's
+        f"{hook};Dumper.response (dumper.py:300)": None,
+    }
+    for stack, expected in stacks.items():
+        assert where.feature(stack.split(";")) == expected, stack
+    raw = "\n".join(f"{stack} 1" for stack in stacks)
+    shares = where.shares(raw)
+    assert shares["hooks"] == 12 / 13 and shares["dispatch"] == 1 / 13, shares
+    assert shares["features"]["request checks"] == 2 / 13 and shares["features"]["forward & record"] == 2 / 13
+    assert abs(sum(shares["features"].values()) - 11 / 13) < 1e-9, shares  # the floor's is not one
 
 
 def test_breakdown_splits_each_proxys_time_live():
@@ -223,3 +263,8 @@ def test_breakdown_splits_each_proxys_time_live():
     for name, row in results.items():
         parts = sum(row[c] for c in where.CATEGORIES)
         assert abs(parts - row["cpu_us_per_request"]) < 1, (name, row)
+    # the addon's hook time, by feature: its signing is sampled, and the features add up to it
+    features = results["static"]["hooks_by_feature"]
+    assert features.get("signing", 0) > 0, features
+    assert abs(sum(features.values()) - results["static"]["hooks"]) < 1, features
+    assert "hooks_by_feature" not in results["floor"] and "hooks_by_feature" not in results["bare"]
