@@ -236,7 +236,9 @@ def test_breakdown_sorts_the_addons_hook_samples_by_feature():
         f"{forward};sign_upstream (signing.py:540)": "forward & record",  # its own lines
         f"{forward};mask_key_id (signing.py:55)": "forward & record",
         f"{hook};ProxySigV4.request (addon.py:378);ProxySigV4._credentials (addon.py:400)": "credentials",
-        f"{hook};ProxySigV4.responseheaders (addon.py:606);first_values (headers.py:140)": "response headers",
+        f"{hook};ProxySigV4.responseheaders (addon.py:606);filter_response_fields (headers.py:190)": (
+            "response headers"
+        ),
         f"{hook};ProxySigV4.response (addon.py:630);ProxySigV4._finish (addon.py:690)": "finish",
         f"{hook};ProxySigV4.request (addon.py:362)": "hook entry",
         f"{hook};Floor.request (floor.py:50)": None,  # not proxysigv4's

@@ -27,9 +27,9 @@ from .diagnosis import DIAGNOSIS_HEADER, diagnose, parse_aws_error
 from .headers import (
     check_request_headers,
     connection_tokens,
-    filter_response_headers,
+    filter_response_fields,
     first_values,
-    websocket_accept_headers,
+    websocket_accept_fields,
     websocket_handshake,
 )
 from .inbound import BearerTokens, InboundError, require_auth
@@ -598,21 +598,23 @@ class ProxySigV4:
     # ---- responses -------------------------------------------------------------------------
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         in_flight = self._in_flight.get(flow.id)
-        if in_flight is None or flow.response is None:
+        response = flow.response
+        if in_flight is None or response is None:
             return
         route = in_flight.route
-        fields = _fields(flow.response.headers)
-        first = first_values(fields)
-        kept = filter_response_headers(route.response_headers, fields, first)
-        if flow.response.status_code == 101 and websocket_handshake(
+        fields = response.headers.fields
+        kept, first = filter_response_fields(route.response_headers, fields)
+        if response.status_code == 101 and websocket_handshake(
             flow.request.method, _fields(flow.request.headers)
         ):
-            kept += [h for h in websocket_accept_headers(fields) if h not in kept]
-        if len(kept) != len(fields):
-            flow.response.headers.fields = _encoded(kept)
-        stream = streams_response(route, fields, flow.request.method, first)
+            kept = kept if kept is not None else fields
+            kept += tuple([h for h in websocket_accept_fields(fields) if h not in kept])
+        if kept is not None and kept != fields:
+            response.headers.fields = kept
+        # the decision reads only the first values it is given
+        stream = streams_response(route, (), flow.request.method, first)
         if stream is not None:
-            flow.response.stream = stream
+            response.stream = stream
 
     def response(self, flow: http.HTTPFlow) -> None:
         in_flight = self._in_flight.get(flow.id)

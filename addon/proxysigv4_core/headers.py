@@ -106,6 +106,7 @@ class HeaderPolicy:
         object.__setattr__(self, "_allowed", _compile(self.patterns))
         object.__setattr__(self, "_removed", _compile(self.always_removed_patterns))
         object.__setattr__(self, "_decided", {})  # name as sent -> allowed? (bounded below)
+        object.__setattr__(self, "_decided_raw", {})  # the same by the name's bytes
 
     def allows(self, name: str) -> bool:
         decided = self._decided.get(name)
@@ -117,6 +118,16 @@ class HeaderPolicy:
             if len(self._decided) >= _DECISIONS_KEPT:  # names are client-chosen: keep the memo small
                 self._decided.clear()
             self._decided[name] = decided
+        return decided
+
+    def allows_raw(self, name: bytes) -> bool:
+        """`allows` for a name as mitmproxy holds it (bytes; names are decoded as latin-1)."""
+        decided = self._decided_raw.get(name)
+        if decided is None:
+            decided = self.allows(name.decode("latin-1"))
+            if len(self._decided_raw) >= _DECISIONS_KEPT:
+                self._decided_raw.clear()
+            self._decided_raw[name] = decided
         return decided
 
     def filter(self, headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -168,16 +179,48 @@ def filter_request_headers(
     return [(k, v) for k, v in policy.filter(fields) if k.lower() not in hop]
 
 
-def filter_response_headers(
-    policy: HeaderPolicy, fields: list[tuple[str, str]], first: dict[str, str] | None = None
-) -> list[tuple[str, str]]:
-    """Allowed response headers; Transfer-Encoding stays because mitmproxy frames the body by it."""
-    hop = connection_tokens(fields, first)
-    return [
-        (k, v)
-        for k, v in fields
-        if k.lower() == "transfer-encoding" or (k.lower() not in hop and policy.allows(k))
-    ]
+# The response headers whose first values the streaming decision reads (see filter_response_fields).
+RESPONSE_DECISION_HEADERS = (b"content-type", b"content-length", b"transfer-encoding")
+RawFields = tuple[tuple[bytes, bytes], ...]
+
+
+def filter_response_fields(
+    policy: HeaderPolicy, fields: RawFields
+) -> tuple[RawFields | None, dict[str, str]]:
+    """Allowed response headers, on mitmproxy's raw fields (bytes, not decoded: the answer goes
+    back as it came): the fields kept, or None when all are; and the first values of the
+    RESPONSE_DECISION_HEADERS, as `first_values` gives them (by lower-case name, decoded, stripped).
+
+    Dropped: what the allowlist does not allow, hop-by-hop headers and those the Connection header
+    lists; Transfer-Encoding stays, because mitmproxy frames the body by it."""
+    first: dict[str, str] = {}
+    connection: list[bytes] = []
+    for name, value in fields:
+        lname = name.lower()
+        if lname in RESPONSE_DECISION_HEADERS:
+            key = lname.decode()
+            if key not in first:
+                first[key] = value.decode("utf-8", "surrogateescape").strip()
+        elif lname == b"connection":
+            connection.append(value)
+    allows = policy.allows_raw
+    kept = [(name, value) for name, value in fields if allows(name) or name.lower() == b"transfer-encoding"]
+    if connection:
+        # Names listed in Connection, compared as `connection_tokens` does (decoded, lower-cased);
+        # those the policy always removes are gone already.
+        hop = {
+            token.strip().lower()
+            for value in connection
+            for token in value.decode("utf-8", "surrogateescape").split(",")
+            if token.strip()
+        } - policy.always_removed
+        if hop:
+            kept = [
+                (name, value)
+                for name, value in kept
+                if name.lower() == b"transfer-encoding" or name.decode("latin-1").lower() not in hop
+            ]
+    return (None if len(kept) == len(fields) else tuple(kept)), first
 
 
 def check_request_headers(fields: list[tuple[str, str]]) -> dict[str, str]:
@@ -232,6 +275,6 @@ def websocket_handshake(
     return handshake
 
 
-def websocket_accept_headers(fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The headers of a 101 answer to a WebSocket upgrade that the client needs."""
-    return [(k, v) for k, v in fields if k.lower() in WEBSOCKET_RESPONSE_HEADERS]
+def websocket_accept_fields(fields: RawFields) -> list[tuple[bytes, bytes]]:
+    """The headers of a 101 answer to a WebSocket upgrade that the client needs (raw fields)."""
+    return [(k, v) for k, v in fields if k.decode("latin-1").lower() in WEBSOCKET_RESPONSE_HEADERS]
