@@ -476,7 +476,8 @@ class ProxySigV4:
         if fields is None or first is None or request.headers.fields is not pending.raw_fields:
             fields = _fields(request.headers)
             first = first_values(fields)
-        handshake = websocket_handshake(request.method, fields, first)
+        method = request.method  # decoded by mitmproxy on every read
+        handshake = websocket_handshake(method, fields, first)
         tokens = connection_tokens(fields, first)
         path = upstream.path + (f"?{upstream.query}" if upstream.query else "")
         flow_path = path  # what stays in the flow once the request has left
@@ -505,7 +506,7 @@ class ProxySigV4:
         else:
             signed = sign_upstream(
                 upstream,
-                request.method,
+                method,
                 fields,
                 body,
                 credentials,
@@ -572,7 +573,7 @@ class ProxySigV4:
         in_flight = _InFlight(
             route,
             pending.started,
-            f"{request.method} {pending.client_target} -> {target_url} ",
+            f"{method} {pending.client_target} -> {target_url} ",
             secrets=echoed,
             redacted=redacted,
             flow_path=flow_path if flow_path != path else None,

@@ -57,6 +57,9 @@ def mask_key_id(access_key_id: str | None) -> str | None:
     return f"{access_key_id[:4]}…{access_key_id[-4:]}" if len(access_key_id) > 8 else "…"
 
 
+_AUTHORIZATION_HEAD = "AWS4-HMAC-SHA256 Credential="
+
+
 def redact(fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """The signed headers with the signature, the session token and most of the key id hidden,
     for what stays on record (saved flows, mitmweb, dump output) after the request has left."""
@@ -123,10 +126,14 @@ class _SignedV4(SignedRequest):
         return self._signature
 
     def redacted_secrets(self) -> tuple[tuple[str, str], ...]:
-        # The same as the generic scan, built from what is known: Authorization is the last header.
+        # The same as the generic scan, built from what is known: Authorization is the last header,
+        # "AWS4-HMAC-SHA256 Credential=<key>/<scope>, SignedHeaders=<names>, Signature=<signature>".
         name, authorization = self.headers[-1]
-        masked = authorization.replace(f"={self._access_key}/", f"={mask_key_id(self._access_key)}/", 1)
-        masked = masked[: -len(self._signature)] + REDACTED
+        key = self._access_key
+        masked = (
+            f"{_AUTHORIZATION_HEAD}{mask_key_id(key)}"
+            f"{authorization[len(_AUTHORIZATION_HEAD) + len(key) : -len(self._signature)]}{REDACTED}"
+        )
         if self._token:
             return (("X-Amz-Security-Token", REDACTED), (name, masked))
         return ((name, masked),)
@@ -289,7 +296,7 @@ def _sign(
     out.append(
         (
             "Authorization",
-            f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
+            f"{_AUTHORIZATION_HEAD}{credentials.access_key}/{scope}, "
             f"SignedHeaders={signed_headers}, Signature={signature}",
         )
     )
