@@ -603,3 +603,54 @@ def test_the_request_line_is_written_once_the_answer_is_on_its_way(tmp_path, cap
 
         assert run(main()) == [(0, 1), (1, 2)]
     assert " 200 " in lines()[0] and lines()[1].startswith("GET /nope -> - 404 ")
+
+
+@pytest.mark.parametrize("in_thread", [True, False])
+def test_a_large_body_is_hashed_while_the_event_loop_goes_on(tmp_path, monkeypatch, in_thread):
+    """The signature covers the body's SHA-256. From HASH_IN_THREAD_MIN bytes it is computed in a
+    thread: the event loop keeps serving others meanwhile (a 1 ms ticker never waits more than a
+    fraction of the hash's time). The control (in_thread False: the threshold above the body) shows
+    the ticker does see a hash made on the loop. Either way the request is signed over the body."""
+    import hashlib
+
+    probe = bytes(8 << 20)
+    started = time.perf_counter()
+    hashlib.sha256(probe).digest()
+    per_byte = (time.perf_counter() - started) / len(probe)
+    # a body whose hash takes about 80 ms on this machine (16 to 512 MiB)
+    body = bytes(range(256)) * (min(512 << 20, max(16 << 20, int(0.08 / per_byte))) // 256)
+    started = time.perf_counter()
+    digest = hashlib.sha256(body).hexdigest()
+    hash_seconds = time.perf_counter() - started
+    if not in_thread:
+        monkeypatch.setattr(addon_module, "HASH_IN_THREAD_MIN", len(body) + 1)
+    gaps: list[float] = []
+
+    async def ticker():
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    async def main():
+        a = ProxySigV4()
+        with taddons.context(a) as tctx:
+            load(tctx, a, tmp_path, {"/x": {"target": API, "bufferLimit": "1g"}})
+            f = client_flow("/x/a", "PUT", body)
+            await a.requestheaders(f)
+            tick = asyncio.create_task(ticker())
+            await asyncio.sleep(0.02)
+            await a.request(f)
+            await asyncio.sleep(0.005)
+            tick.cancel()
+            assert f.response is None and f.request.headers["authorization"].startswith("AWS4-HMAC-SHA256")
+            assert f.metadata["proxysigv4"]["canonical_request"].endswith(digest)
+
+    run(main())
+    assert hash_seconds > 0.03, hash_seconds  # long enough for the difference to show
+    if in_thread:
+        assert max(gaps) < hash_seconds / 2, (max(gaps), hash_seconds)
+    else:
+        assert max(gaps) > hash_seconds / 2, (max(gaps), hash_seconds)

@@ -3,6 +3,7 @@ every input: same headers in the same order, same canonical request, string to s
 Authorization. Hypothesis draws the requests; botocore's clock is pinned to the same instant."""
 
 import datetime
+import hashlib
 from unittest import mock
 
 import pytest
@@ -163,6 +164,11 @@ ROUTES = RouteTable(
                 "/api": "https://abc.execute-api.eu-west-1.amazonaws.com/prod",
                 "/s3": "https://s3.eu-central-1.amazonaws.com",
                 "/port": "https://abc.execute-api.eu-west-1.amazonaws.com:8443/stage?fixed=1",
+                "/aoss": "https://abc.eu-west-1.aoss.amazonaws.com",
+                "/v4a": {
+                    "target": "https://abc.execute-api.eu-west-1.amazonaws.com",
+                    "signingAlgorithm": "sigv4a",
+                },
             }
         },
         "inline",
@@ -245,3 +251,27 @@ def test_the_signed_request_is_a_complete_frozen_dataclass():
     assert fields["_token"] is True and fields["_access_key"] == "AKIDEXAMPLE"
     with pytest.raises(dataclasses.FrozenInstanceError):
         signed.canonical_request = "changed"
+
+
+@pytest.mark.parametrize("client_target", ["/api/a?b=1", "/s3/bucket/key", "/aoss/index/_doc", "/v4a/a"])
+def test_a_body_digest_computed_ahead_signs_as_hashing_the_body_does(client_target):
+    """The addon hashes large bodies in a thread and hands the digest over: the request is signed
+    exactly as when the signer hashes the body itself, and the digest given is the one used."""
+    upstream = resolve(ROUTES, client_target)
+    creds = ReadOnlyCredentials("AKIDEXAMPLE", "secret/key", None)
+    body = bytes(range(256)) * 40
+    digest = signing.body_sha256(body)
+    assert digest == hashlib.sha256(body).hexdigest()
+    with mock.patch("proxysigv4_core.signing._timestamp_now", return_value="20261126T235958Z"):
+        itself = sign_upstream(upstream, "PUT", [("Content-Type", "a/b")], body, creds)
+        ahead = sign_upstream(upstream, "PUT", [("Content-Type", "a/b")], body, creds, body_digest=digest)
+        given_wrong = sign_upstream(
+            upstream, "PUT", [("Content-Type", "a/b")], body, creds, body_digest="0" * 64
+        )
+    assert ahead.canonical_request == itself.canonical_request
+    assert itself.canonical_request.endswith(digest)
+    assert given_wrong.canonical_request.endswith("0" * 64)  # used as given, not hashed again
+    if upstream.route.signing_algorithm == "sigv4a":  # ECDSA: a new signature each time
+        assert [k for k, _ in ahead.headers] == [k for k, _ in itself.headers]
+    else:
+        assert (ahead.headers, ahead.string_to_sign) == (itself.headers, itself.string_to_sign)

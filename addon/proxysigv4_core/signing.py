@@ -250,8 +250,10 @@ def _sign(
     is_s3: bool,
     payload_hash: str | None,
     timestamp: str,
+    body_digest: str | None = None,
 ) -> SignedRequest:
-    """`sign_request` on a path and query already split (as `sign_upstream` has them)."""
+    """`sign_request` on a path and query already split (as `sign_upstream` has them);
+    `body_digest`: the body's SHA-256 if already computed."""
     token = credentials.token
     # Names are compared lower-cased, as botocore's HTTPHeaders does.
     lnames = [k.lower() for k, _ in headers]
@@ -269,7 +271,7 @@ def _sign(
         out.append(("X-Amz-Content-SHA256", payload_hash))
         lower.append("x-amz-content-sha256")
     elif payload_hash is None and service in _CONTENT_SHA256_SERVICES:
-        out.append(("X-Amz-Content-SHA256", _body_sha256(body)))
+        out.append(("X-Amz-Content-SHA256", body_digest or body_sha256(body)))
         lower.append("x-amz-content-sha256")
     if has_date:
         when = datetime.datetime.strptime(timestamp, SIGV4_TIMESTAMP)
@@ -282,9 +284,11 @@ def _sign(
         out.append(("X-Amz-Security-Token", token))
         lower.append("x-amz-security-token")
     if is_s3:
-        out.append(("X-Amz-Content-SHA256", payload_hash or _body_sha256(body)))
+        out.append(("X-Amz-Content-SHA256", payload_hash or body_digest or body_sha256(body)))
         lower.append("x-amz-content-sha256")
-    canonical_request, names = _canonical_request(method, path, query, out, lower, body, is_s3)
+    canonical_request, names = _canonical_request(
+        method, path, query, out, lower, body, is_s3, body_digest=body_digest
+    )
     signed_headers = ";".join(names)
     day = timestamp[:8]
     scope = f"{day}/{region}/{service}/aws4_request"
@@ -339,9 +343,10 @@ def _canonical_request(
     is_s3: bool,
     only: frozenset[str] | None = None,
     netloc: str = "",
+    body_digest: str | None = None,
 ) -> tuple[str, list[str]]:
     """botocore's canonical_request: the headers not on its blocklist (or those in `only`);
-    `lower` holds the fields' names lower-cased."""
+    `lower` holds the fields' names lower-cased; `body_digest`: the body's SHA-256 if known."""
     to_sign: dict[str, list[str]] = {}
     body_hash = None
     for (_, value), lname in zip(fields, lower, strict=True):
@@ -360,7 +365,7 @@ def _canonical_request(
         [f"{n}:{','.join([' '.join(v.split()) for v in to_sign[n]])}" for n in names]
     )
     if body_hash is None:
-        body_hash = _body_sha256(body)
+        body_hash = body_digest or body_sha256(body)
     canonical = "\n".join(
         (
             method.upper(),
@@ -400,6 +405,7 @@ def sign_request_sigv4a(
     region: str,
     is_s3: bool,
     payload_hash: str | None = None,
+    body_digest: str | None = None,
 ) -> SignedRequest:
     """SigV4a (ECDSA P-256, valid in a region set such as `*`) by botocore's CRT signer (awscrt).
 
@@ -411,7 +417,7 @@ def sign_request_sigv4a(
     if payload_hash is not None:  # the CRT signer takes an explicit payload hash from this header
         request.headers["X-Amz-Content-SHA256"] = payload_hash
     elif is_s3 or service in _CONTENT_SHA256_SERVICES:
-        request.headers["X-Amz-Content-SHA256"] = _body_sha256(body)
+        request.headers["X-Amz-Content-SHA256"] = body_digest or body_sha256(body)
     if is_s3:
         request.context["client_config"] = _S3_SIGN_PAYLOAD
     (CrtS3SigV4AsymAuth if is_s3 else CrtSigV4AsymAuth)(credentials, service, region).add_auth(request)
@@ -420,7 +426,7 @@ def sign_request_sigv4a(
     parts = urlsplit(url)
     lower = [k.lower() for k, _ in out]
     canonical_request, _ = _canonical_request(
-        method, parts.path, parts.query, out, lower, body, is_s3, frozenset(signed), parts.netloc
+        method, parts.path, parts.query, out, lower, body, is_s3, frozenset(signed), parts.netloc, body_digest
     )
     timestamp = next((v for (_, v), n in zip(out, lower, strict=True) if n == "x-amz-date"), "")
     string_to_sign = (
@@ -443,7 +449,9 @@ def _timestamp_now() -> str:
     return _last_timestamp[1]
 
 
-def _body_sha256(body: bytes) -> str:
+def body_sha256(body: bytes) -> str:
+    """The SHA-256 of a body, hex: what the signature covers (callers may compute it ahead, e.g.
+    off the event loop, and pass it as `body_digest`)."""
     return hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256_HASH
 
 
@@ -546,11 +554,13 @@ def sign_upstream(
     payload_hash: str | None = None,
     content_length: int | None = None,
     connection: set[str] | None = None,
+    body_digest: str | None = None,
 ) -> SignedRequest:
     """Filter the client's headers by the route's allowlist, frame the body, and sign.
 
     A streamed body (`body` None) is signed with `payload_hash` and the client's Content-Length.
-    `connection`: the client headers' connection_tokens, if already at hand.
+    `connection`: the client headers' connection_tokens, if already at hand; `body_digest`: the
+    body's SHA-256 (body_sha256), if already computed.
     """
     route = upstream.route
     headers = filter_request_headers(route.request_headers, client_headers, connection)
@@ -570,6 +580,7 @@ def sign_upstream(
             region=route.region,
             is_s3=route.is_s3,
             payload_hash=payload_hash,
+            body_digest=body_digest,
         )
     return _sign(
         method,
@@ -584,4 +595,5 @@ def sign_upstream(
         route.is_s3,
         payload_hash,
         _timestamp_now(),
+        body_digest,
     )
