@@ -247,6 +247,18 @@ def test_chunked_and_gzip_request_bodies_are_hashed_as_sent(proxy, upstream):
     assert dict((k.lower(), v) for k, v in got.headers)["content-length"] == str(len(data))
 
 
+@pytest.mark.parametrize("size", [(2 << 20) - 1, 2 << 20, 5 << 20])
+@pytest.mark.parametrize("prefix", ["/api", "/s3"])
+def test_bodies_hashed_on_the_loop_or_in_a_thread_verify_on_the_wire(proxy, upstream, size, prefix):
+    """From 2 MiB on the body's SHA-256 is computed in a thread: either way the upstream verifies
+    the signature over the exact bytes it received (S3 carries the hash in x-amz-content-sha256)."""
+    data = bytes(range(251)) * (size // 251) + b"\xff" * (size % 251)
+    r = requests.put(f"{proxy.url}{prefix}/big", data=data, timeout=30)
+    assert r.status_code == 200, r.text
+    got = upstream.received[-1]
+    assert len(got.body) == size and got.body == data
+
+
 def test_each_request_is_logged_once_at_info_without_secrets(proxy):
     get(f"{proxy.url}/api/logged?x=1")
     get(f"{proxy.url}/nothing")
