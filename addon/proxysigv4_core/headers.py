@@ -206,14 +206,10 @@ def filter_response_fields(
     allows = policy.allows_raw
     kept = [(name, value) for name, value in fields if allows(name) or name.lower() == b"transfer-encoding"]
     if connection:
-        # Names listed in Connection, compared as `connection_tokens` does (decoded, lower-cased);
-        # those the policy always removes are gone already.
-        hop = {
-            token.strip().lower()
-            for value in connection
-            for token in value.decode("utf-8", "surrogateescape").split(",")
-            if token.strip()
-        } - policy.always_removed
+        # Names listed in Connection, decoded and lower-cased as for a request; those the policy
+        # always removes are gone already.
+        listed = [("connection", value.decode("utf-8", "surrogateescape")) for value in connection]
+        hop = connection_tokens(listed) - policy.always_removed
         if hop:
             kept = [
                 (name, value)
