@@ -66,13 +66,21 @@ FEATURE_NAMES = (*(name for name, _ in FEATURES), "forward & record", "hook entr
 PY_SPY = Path(sys.executable).parent / "py-spy"
 
 
+def _hook_frame(functions: list[str], classes: tuple[str, ...]) -> int | None:
+    """The index of the outermost frame that is a hook of one of `classes`, or None."""
+    return next(
+        (i for i, f in enumerate(functions) if f.split(".")[0] in classes and f.split(".")[-1] in HOOKS),
+        None,
+    )
+
+
 def categorise(stack: list[str]) -> str | None:
     """The category of one sampled stack (frames outermost first, as "function (file:line)"), or
     None for a thread other than the event loop's."""
     functions = [frame.split(" (", 1)[0] for frame in stack]
     if "BaseEventLoop._run_once" not in functions:
         return None
-    if any(f.split(".")[0] in SCRIPT_CLASSES and f.split(".")[-1] in HOOKS for f in functions):
+    if _hook_frame(functions, SCRIPT_CLASSES) is not None:
         return "hooks"
     if "_emit_request_line" in functions:
         return "log line"
@@ -85,10 +93,7 @@ def feature(stack: list[str]) -> str | None:
     """For a sample in one of proxysigv4's hooks, the feature it was working on (FEATURES); None
     for other samples."""
     functions = [frame.split(" (", 1)[0] for frame in stack]
-    hook = next(
-        (i for i, f in enumerate(functions) if f.startswith("ProxySigV4.") and f.split(".")[-1] in HOOKS),
-        None,
-    )
+    hook = _hook_frame(functions, ("ProxySigV4",))
     if hook is None:
         return None
     inside = functions[hook:]
