@@ -605,12 +605,15 @@ def test_the_request_line_is_written_once_the_answer_is_on_its_way(tmp_path, cap
     assert " 200 " in lines()[0] and lines()[1].startswith("GET /nope -> - 404 ")
 
 
+@pytest.mark.parametrize("algorithm", ["sigv4", "sigv4a"])
 @pytest.mark.parametrize("in_thread", [True, False])
-def test_a_large_body_is_hashed_while_the_event_loop_goes_on(tmp_path, monkeypatch, in_thread):
+def test_a_large_body_is_hashed_while_the_event_loop_goes_on(tmp_path, monkeypatch, in_thread, algorithm):
     """The signature covers the body's SHA-256. From HASH_IN_THREAD_MIN bytes it is computed in a
     thread: the event loop keeps serving others meanwhile (a 1 ms ticker never waits more than a
     fraction of the hash's time). The control (in_thread False: the threshold above the body) shows
-    the ticker does see a hash made on the loop. Either way the request is signed over the body."""
+    the ticker does see a hash made on the loop. Either way the request is signed over the body.
+    SigV4a too: the CRT signer is given the digest (it would otherwise hash the body itself, on the
+    loop)."""
     import hashlib
 
     probe = bytes(8 << 20)
@@ -637,7 +640,8 @@ def test_a_large_body_is_hashed_while_the_event_loop_goes_on(tmp_path, monkeypat
     async def main():
         a = ProxySigV4()
         with taddons.context(a) as tctx:
-            load(tctx, a, tmp_path, {"/x": {"target": API, "bufferLimit": "1g"}})
+            route = {"target": API, "bufferLimit": "1g", "signingAlgorithm": algorithm}
+            load(tctx, a, tmp_path, {"/x": route})
             f = client_flow("/x/a", "PUT", body)
             await a.requestheaders(f)
             tick = asyncio.create_task(ticker())
@@ -645,7 +649,8 @@ def test_a_large_body_is_hashed_while_the_event_loop_goes_on(tmp_path, monkeypat
             await a.request(f)
             await asyncio.sleep(0.005)
             tick.cancel()
-            assert f.response is None and f.request.headers["authorization"].startswith("AWS4-HMAC-SHA256")
+            scheme = "AWS4-HMAC-SHA256" if algorithm == "sigv4" else "AWS4-ECDSA-P256-SHA256"
+            assert f.response is None and f.request.headers["authorization"].startswith(scheme)
             assert f.metadata["proxysigv4"]["canonical_request"].endswith(digest)
 
     run(main())

@@ -16,6 +16,7 @@ from proxysigv4_core.config import parse_config
 from proxysigv4_core.headers import filter_request_headers
 from proxysigv4_core.routing import RouteTable, resolve
 from proxysigv4_core.signing import SignedRequest, sign_request, sign_request_botocore, sign_upstream
+from sigv4_verify import verify_sigv4a
 
 WHEN = datetime.datetime(2026, 11, 26, 23, 59, 58, tzinfo=datetime.UTC)
 
@@ -273,5 +274,13 @@ def test_a_body_digest_computed_ahead_signs_as_hashing_the_body_does(client_targ
     assert given_wrong.canonical_request.endswith("0" * 64)  # used as given, not hashed again
     if upstream.route.signing_algorithm == "sigv4a":  # ECDSA: a new signature each time
         assert [k for k, _ in ahead.headers] == [k for k, _ in itself.headers]
+        # The CRT signs with the digest given (it does not hash the body again): the right one
+        # verifies over the body, the wrong one does not; no X-Amz-Content-SHA256 is added.
+        secrets = {"AKIDEXAMPLE": ("secret/key", None)}
+        target = upstream.path + (f"?{upstream.query}" if upstream.query else "")
+        for signed, ok in ((itself, True), (ahead, True), (given_wrong, False)):
+            assert "x-amz-content-sha256" not in {k.lower() for k, _ in signed.headers}
+            verdict = verify_sigv4a("PUT", target, signed.headers, body, secrets)
+            assert verdict.ok is ok, verdict.reason
     else:
         assert (ahead.headers, ahead.string_to_sign) == (itself.headers, itself.string_to_sign)

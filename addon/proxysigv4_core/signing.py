@@ -7,6 +7,7 @@ send; nothing else may be added afterwards (it would not be signed).
 
 import calendar
 import datetime
+import functools
 import hashlib
 import hmac
 import re
@@ -414,13 +415,19 @@ def sign_request_sigv4a(
     from botocore.crt.auth import CrtS3SigV4AsymAuth, CrtSigV4AsymAuth
 
     request = _aws_request(method, url, host_header, headers, body)
+    signer = CrtS3SigV4AsymAuth if is_s3 else CrtSigV4AsymAuth
     if payload_hash is not None:  # the CRT signer takes an explicit payload hash from this header
         request.headers["X-Amz-Content-SHA256"] = payload_hash
-    elif is_s3 or service in _CONTENT_SHA256_SERVICES:
-        request.headers["X-Amz-Content-SHA256"] = body_digest or body_sha256(body)
+    else:
+        # The body's SHA-256 computed here (or given: hashed in a thread) rather than by the CRT, which
+        # would read the body again through a Python stream, on the event loop (~50-100 ms for 32 MiB).
+        body_digest = body_digest or body_sha256(body)
+        request.headers["X-Amz-Content-SHA256"] = body_digest
+        if not (is_s3 or service in _CONTENT_SHA256_SERVICES):
+            signer = _crt_digest_given()  # the same signature, without sending that header
     if is_s3:
         request.context["client_config"] = _S3_SIGN_PAYLOAD
-    (CrtS3SigV4AsymAuth if is_s3 else CrtSigV4AsymAuth)(credentials, service, region).add_auth(request)
+    signer(credentials, service, region).add_auth(request)
     out = list(request.headers.items())
     signed = _signed_header_names(next(v for k, v in out if k.lower() == "authorization"))
     parts = urlsplit(url)
@@ -434,6 +441,21 @@ def sign_request_sigv4a(
         + hashlib.sha256(canonical_request.encode("utf-8")).hexdigest()
     )
     return SignedRequest(out, tuple(signed), canonical_request, string_to_sign)
+
+
+@functools.cache
+def _crt_digest_given() -> type:
+    """botocore's CRT SigV4a signer for a service that gets no X-Amz-Content-SHA256 header, given
+    the body's SHA-256 in that header: botocore takes it as the payload's hash (the canonical
+    request's last line, as when the CRT hashes the body) and removes the header before signing;
+    this class does not add it back."""
+    from botocore.crt.auth import CrtSigV4AsymAuth
+
+    class CrtSigV4AsymDigestGiven(CrtSigV4AsymAuth):
+        def _should_add_content_sha256_header(self, explicit_payload):
+            return False
+
+    return CrtSigV4AsymDigestGiven
 
 
 _last_timestamp: tuple[int, str] = (-1, "")
