@@ -139,3 +139,32 @@ def test_sigv4a_through_mitmdump_verified_upstream(start_proxy, tmp_path):
         ]
         r = requests.get(f"{upstream.url}/bucket/x", headers=dict(forged), timeout=10)
         assert r.status_code == 403
+
+
+@pytest.mark.e2e
+def test_sigv4a_to_another_service_through_mitmdump_verified_upstream(start_proxy, tmp_path):
+    """A non-S3 SigV4a route (no X-Amz-Content-SHA256 header): a small body, and bodies from 2 MiB
+    on, whose digest is computed in a thread and handed to the CRT signer, verify upstream."""
+
+    def answer(received):
+        verdict = verify_sigv4a(
+            received.method, received.target, received.headers, received.body, {KEY: (SECRET, None)}
+        )
+        return (200 if verdict.ok else 403), [("content-type", "text/plain")], verdict.reason.encode()
+
+    with Upstream(answer) as upstream:
+        route = {
+            "target": upstream.url,
+            "service": "execute-api",
+            "region": "*",
+            "signingAlgorithm": "sigv4a",
+        }
+        proxy = start_proxy({"/v4a": route}, proxy_env(tmp_path))
+        for size in (12, (2 << 20) - 1, 2 << 20, 3 << 20):
+            body = bytes(range(251)) * (size // 251) + b"x" * (size % 251)
+            put = requests.put(f"{proxy.url}/v4a/items/a%20b?b=2&a=1", data=body, timeout=30)
+            assert put.status_code == 200, (size, put.text)
+            sent = upstream.received[-1]
+            assert len(sent.body) == size
+            names = {k.lower() for k, _ in sent.headers}
+            assert "x-amz-content-sha256" not in names and "x-amz-region-set" in names
