@@ -10,11 +10,13 @@ the set-ups are measured one after the other in a rotating order, loaded (N keep
 requests/s, p50, p99, the proxy's CPU per request).
 
 The latency a request pays: one client takes turns between direct, bare, a second bare (the
-control), the floor, static and role, one request each per cycle, for a few seconds per request
+control), the floor, static, role and command, one request each per cycle, for a few seconds per request
 kind; each set-up's median, and its difference to bare's, per cycle and of the medians.
 
 Then the shared-core comparison: bare, a second bare (the control), the floor (bench/floor.py: the
-least a signing addon that logs each request can do), static and role, all loaded at the same time
+least a signing addon that logs each request can do), static, role and "command" (static's route
+served by the `proxysigv4 run` command, which runs mitmproxy in-process without mitmdump's flow
+printer: its request line is then the only line per request), all loaded at the same time
 on the proxies' core; each one's requests/s relative to bare, per window, median and quartiles over
 the windows. And the floor's own cost the same way (small GETs): bare, bare2, a script that only
 reroutes (bench/reroute.py), the floor without its log line ("sign"), and the floor.
@@ -57,13 +59,13 @@ SETUPS = ("direct", "bare", "static", "role")
 # Run together on the proxies' core, each with its own clients: under the OS's fair share of one
 # core, each forwards in inverse proportion to its CPU cost per request, and the machine's speed
 # changes (a noisy VM: +-30% between runs) hit all of them at once and cancel out of the ratios.
-SHARED = ("bare", "bare2", "floor", "static", "role")
+SHARED = ("bare", "bare2", "floor", "static", "role", "command")
 # What the floor's cost is made of, the same way (small GETs only): rerouting, signing, the log line.
 BREAKDOWN = ("bare", "bare2", "reroute", "sign", "floor")
 # The set-ups whose requests must arrive signed (their sampled signatures are verified).
-SIGNING = ("sign", "floor", "static", "role", "timed")
+SIGNING = ("sign", "floor", "static", "role", "timed", "command")
 # Take turns for the one-client latency (bare2: the control, as above).
-LATENCY = ("direct", "bare", "bare2", "floor", "static", "role")
+LATENCY = ("direct", "bare", "bare2", "floor", "static", "role", "command")
 # Per proxy: enough to keep each one busy; more only makes each proxy's share of the core come in
 # larger batches (each serves all its waiting clients per turn), i.e. coarser counts per window.
 SHARED_CLIENTS = 4
@@ -153,11 +155,13 @@ class Setups:
                 command = conftest.bare_mitmdump_command(up, port, *extra, *watcher)
                 self._mitmdump(name, command, env_reroute | more_env, port)
         route = {"service": "execute-api", "region": "us-east-1"}
-        # timed: static's set-up with the addon's hooks and parts timed (see bench/loopwatch.py)
+        # timed: static's set-up with the addon's hooks and parts timed (see bench/loopwatch.py);
+        # command: static's route served by the `proxysigv4 run` command instead of `mitmdump -s`
         for name, extra, more_env in (
             ("static", {}, {}),
             ("role", {"roleArn": ROLE}, {}),
             ("timed", {}, {"LOOPWATCH_PARTS": "1"}),
+            ("command", {}, {}),
         ):
             if only is not None and name not in only:
                 continue
@@ -166,7 +170,13 @@ class Setups:
                 yaml.safe_dump({"proxysigv4": {"/bench": {"target": f"{up}/{name}", **route, **extra}}})
             )
             port = conftest.free_port()
-            self._mitmdump(name, conftest.mitmdump_command(config, port, *watcher), env | more_env, port)
+            if name == "command":
+                scripts = ["--set", f"scripts={ROOT / 'bench' / 'loopwatch.py'}"] if watch else []
+                program = str(conftest.BIN / "proxysigv4")
+                command = [program, "run", "-c", str(config), "-p", str(port), *scripts]
+            else:
+                command = conftest.mitmdump_command(config, port, *watcher)
+            self._mitmdump(name, command, env | more_env, port)
 
     def _spawn(self, name: str, cmd: list[str], env: dict | None = None) -> None:
         log = open(self.workdir / f"{name}.log", "wb")
@@ -539,7 +549,9 @@ def print_table(results: dict) -> None:
         f"each, {setup['shared_windows']} windows of {setup['shared_seconds']:g}s (PUT: twice as long);\n"
         "requests/s relative to bare mitmproxy, median (quartiles). bare2 = a second bare mitmdump (the "
         "measurement's own precision);\nfloor = the least a signing addon that logs each request does, "
-        "bench/floor.py (what any such addon costs inside mitmproxy)"
+        "bench/floor.py (what any such addon costs inside mitmproxy);\ncommand = static's route served by "
+        "the `proxysigv4 run` command: no mitmdump flow printer (which bare runs), its request line the "
+        "only one"
     )
     _print_shared(SHARED, {kind: table["shared_core"] for kind, table in results["requests"].items()})
     print(

@@ -31,7 +31,7 @@ def test_short_benchmark_run_checks_signatures_and_sts():
     # (sign, the floor without its log line, only forwards small GETs)
     expected = {
         f"{name} {method}"
-        for name in ("floor", "static", "role", "timed")
+        for name in ("floor", "static", "role", "timed", "command")
         for method in ("GET", "POST", "PUT")
     }
     assert set(checks["verified_by_setup_and_method"]) == expected | {"sign GET"}
