@@ -108,6 +108,16 @@ def pin(pid: int, cpus: set[int]) -> None:
     os.sched_setaffinity(pid, cpus)
 
 
+def pin_threads(pid: int, cpus: set[int]) -> None:
+    """Pin every thread a process has (sched_setaffinity on a pid covers its main thread only;
+    threads made later inherit from the thread that makes them)."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(task), cpus)
+        except ProcessLookupError:  # the thread ended meanwhile
+            pass
+
+
 class Setups:
     """The upstream, the STS stand-in and the mitmdump processes, all on 127.0.0.1: every set-up
     named below, or those in `only`; each mitmdump with bench/loopwatch.py unless `watch` is off."""
@@ -151,7 +161,7 @@ class Setups:
             ("floor", floor, {}),
         ):
             if only is None or name in only:
-                port = conftest.free_port()
+                port = self._free_port()
                 command = conftest.bare_mitmdump_command(up, port, *extra, *watcher)
                 self._mitmdump(name, command, env_reroute | more_env, port)
         route = {"service": "execute-api", "region": "us-east-1"}
@@ -169,7 +179,7 @@ class Setups:
             config.write_text(
                 yaml.safe_dump({"proxysigv4": {"/bench": {"target": f"{up}/{name}", **route, **extra}}})
             )
-            port = conftest.free_port()
+            port = self._free_port()
             if name == "command":
                 scripts = ["--set", f"scripts={ROOT / 'bench' / 'loopwatch.py'}"] if watch else []
                 program = str(conftest.BIN / "proxysigv4")
@@ -177,15 +187,28 @@ class Setups:
             else:
                 command = conftest.mitmdump_command(config, port, *watcher)
             self._mitmdump(name, command, env | more_env, port)
+        # The proxies start on every core at once (importing mitmproxy takes a CPU-second each),
+        # then share the proxies' core, every thread of theirs.
+        for name, port in self.ports.items():
+            if name != "direct":
+                conftest.wait_for_port(port, self.procs[name])
+                pin_threads(self.procs[name].pid, PROXY_CPUS)
+
+    def _free_port(self) -> int:
+        """A free port none of the proxies started so far was given (they bind theirs later)."""
+        while (port := conftest.free_port()) in self.ports.values():
+            pass
+        return port
 
     def _spawn(self, name: str, cmd: list[str], env: dict | None = None) -> None:
         log = open(self.workdir / f"{name}.log", "wb")
         self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        pin(self.procs[name].pid, PROXY_CPUS if name != "upstream" else LOAD_CPUS)
+        if name == "upstream":
+            pin(self.procs[name].pid, LOAD_CPUS)
 
     def _mitmdump(self, name: str, cmd: list[str], env: dict, port: int) -> None:
+        """Start a proxy; __init__ waits for it and pins it once all have been started."""
         self._spawn(name, cmd, env | {"LOOPWATCH_FILE": str(self.workdir / f"{name}.stalls.json")})
-        conftest.wait_for_port(port, self.procs[name])
         self.ports[name] = port
 
     def cpu_seconds(self, name: str) -> float:
