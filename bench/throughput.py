@@ -128,6 +128,7 @@ class Setups:
         self.workdir = workdir
         self.procs: dict[str, subprocess.Popen] = {}
         self.ports: dict[str, int] = {}
+        stack.callback(self.stop)  # also if one of them fails to start, after the others were started
         self.upstream_port = conftest.free_port()
         self._spawn(
             "upstream", [sys.executable, str(ROOT / "bench" / "upstream.py"), str(self.upstream_port)]
