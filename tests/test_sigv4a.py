@@ -113,15 +113,17 @@ def test_a_clear_error_when_awscrt_is_missing(monkeypatch):
         parse_config({"proxysigv4": {"/mrap": f"https://{MRAP}"}}, "t")
 
 
+def _verified(received):
+    """The upstream's answer: 200 if the request's SigV4a signature verifies, else 403 (the reason)."""
+    verdict = verify_sigv4a(
+        received.method, received.target, received.headers, received.body, {KEY: (SECRET, None)}
+    )
+    return (200 if verdict.ok else 403), [("content-type", "text/plain")], verdict.reason.encode()
+
+
 @pytest.mark.e2e
 def test_sigv4a_through_mitmdump_verified_upstream(start_proxy, tmp_path):
-    def answer(received):
-        verdict = verify_sigv4a(
-            received.method, received.target, received.headers, received.body, {KEY: (SECRET, None)}
-        )
-        return (200 if verdict.ok else 403), [("content-type", "text/plain")], verdict.reason.encode()
-
-    with Upstream(answer) as upstream:
+    with Upstream(_verified) as upstream:
         route = {"target": upstream.url, "service": "s3", "region": "*", "signingAlgorithm": "sigv4a"}
         proxy = start_proxy({"/mrap": route}, proxy_env(tmp_path))
         put = requests.put(f"{proxy.url}/mrap/bucket/a%20b.txt", data=b"hello sigv4a", timeout=10)
@@ -146,13 +148,7 @@ def test_sigv4a_to_another_service_through_mitmdump_verified_upstream(start_prox
     """A non-S3 SigV4a route (no X-Amz-Content-SHA256 header): a small body, and bodies from 2 MiB
     on, whose digest is computed in a thread and handed to the CRT signer, verify upstream."""
 
-    def answer(received):
-        verdict = verify_sigv4a(
-            received.method, received.target, received.headers, received.body, {KEY: (SECRET, None)}
-        )
-        return (200 if verdict.ok else 403), [("content-type", "text/plain")], verdict.reason.encode()
-
-    with Upstream(answer) as upstream:
+    with Upstream(_verified) as upstream:
         route = {
             "target": upstream.url,
             "service": "execute-api",
