@@ -18,7 +18,7 @@ sys.path.insert(0, str(BENCH))
 import throughput  # noqa: E402
 
 
-def test_short_benchmark_run_checks_signatures_and_sts():
+def test_short_benchmark_run_checks_signatures_and_sts(capsys):
     cpus = os.sched_getaffinity(0)
     results = throughput.run(
         rounds=1, clients=4, seconds=0.3, latency_seconds=0.2, shared_windows=2, shared_seconds=0.5
@@ -38,6 +38,11 @@ def test_short_benchmark_run_checks_signatures_and_sts():
     received = checks["signed_requests_received"]
     assert {key.split()[0] for key, n in received.items() if n} == set(throughput.SIGNING)
     assert checks["sts_calls"] == 1
+    throughput.print_table(results)  # the table prints from what the run gives
+    table = capsys.readouterr().out
+    for name in ("static", "role"):
+        ratio = results["requests"]["GET small query"][f"{name}/bare"]["rps_ratio"]
+        assert f"{name + '/bare':<12} req/s ratio {ratio['median']:.3f} ({ratio['min']:.3f}-" in table
     for kind, table in results["requests"].items():
         for name in throughput.SETUPS:
             assert table[name]["errors"] == 0, (kind, name)
@@ -128,6 +133,50 @@ def test_a_stall_is_counted_for_the_request_kind_measured_when_it_happened():
         "GET",
         "PUT",
     ]
+
+
+def test_ratios_to_bare_are_taken_round_by_round():
+    # The machine ran three times as fast from the second round on, and slowed down during the
+    # set-up's turn in that round: per round 0.95, 0.5 and 0.968. The ratio of the medians would say
+    # 0.5 (150 / 300): it compares the set-up's slow round with bare's fast ones.
+    bare, setup = [100.0, 300.0, 310.0], [95.0, 150.0, 300.0]
+    assert throughput._per_round(setup, bare) == {"median": 0.95, "min": 0.5, "max": 0.968}
+
+
+CPU_SCRIPT = """
+import sys, threading, time
+def spin(seconds):
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+t = threading.Thread(target=spin, args=(0.2,))
+t.start(); t.join()          # a thread that has ended: its CPU time still counts
+spin(0.1)
+print("spun", flush=True)
+sys.stdin.readline()
+spin(0.015)                  # between two of the kernel's 10 ms accounting ticks
+print("again", flush=True)
+time.sleep(30)
+"""
+
+
+def test_process_cpu_time_is_read_to_the_millisecond_with_ended_threads():
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CPU_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "spun"
+        spent = throughput.process_cpu_seconds(proc.pid)
+        # 0.3 s spun, plus the interpreter's start-up (well under 0.2 s here)
+        assert 0.3 <= spent < 0.5, spent
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "again"
+        # 15 ms: /proc's tick counters would say 10 or 20
+        assert 0.0145 <= throughput.process_cpu_seconds(proc.pid) - spent < 0.018
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 SPIN_SCRIPT = """
