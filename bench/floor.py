@@ -5,8 +5,9 @@ bench/reroute.py), signed with SigV4 (Host and X-Amz-Date signed, the body's SHA
 signing key cached: the fewest steps a valid signature takes, using proxysigv4's own cached key
 and HMAC), and one log line at info (the project's requirement), made and filtered exactly as
 proxysigv4 makes it. No route table, no path or header checks, no allowlists, no response
-filtering, no mitmweb metadata, no secret hiding. The benchmark verifies its signatures like
-proxysigv4's.
+filtering, no mitmweb metadata, no secret hiding. Two hooks: `request` (reroute, sign, the line's
+head) and `response` (the line; its time counted from mitmproxy's own timestamp of the request's
+start). The benchmark verifies its signatures like proxysigv4's.
 
 Whatever it costs, any addon that signs and logs each request inside mitmproxy costs at least as
 much; what proxysigv4 costs beyond it is the work of its other features.
@@ -36,13 +37,10 @@ class Floor(Reroute):
     def running(self) -> None:
         skip_legacy_log_events()
 
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
-        data = flow.request.data
-        flow.metadata["floor"] = (data.path, time.monotonic())
-        super().requestheaders(flow)
-
     def request(self, flow: http.HTTPFlow) -> None:
         data = flow.request.data
+        client_path = data.path
+        super().request(flow)  # rerouted
         target = data.path.decode()
         path, _, query = target.partition("?")
         if query:
@@ -64,9 +62,9 @@ class Floor(Reroute):
             f"AWS4-HMAC-SHA256 Credential={KEY}/{scope}, SignedHeaders=host;x-amz-date, Signature={signature}"
         )
         if LOG:  # the request line's head, made as proxysigv4 makes it: once, from what is at hand
-            client_path, started = flow.metadata["floor"]
-            head = f"{data.method.decode()} {client_path.decode()} -> http://{host}{target} "
-            flow.metadata["floor"] = (head, started)
+            flow.metadata["floor"] = (
+                f"{data.method.decode()} {client_path.decode()} -> http://{host}{target} "
+            )
         data.headers.fields = (
             (b"Host", host.encode()),
             (b"X-Amz-Date", timestamp.encode()),
@@ -77,11 +75,11 @@ class Floor(Reroute):
     def response(self, flow: http.HTTPFlow) -> None:
         if not LOG:
             return
-        head, started = flow.metadata["floor"]
         response = flow.response
         assert response is not None
         log_request_line(
-            f"{head}{response.status_code} {(time.monotonic() - started) * 1000:.1f}ms "
+            f"{flow.metadata['floor']}{response.status_code} "
+            f"{(time.time() - flow.request.timestamp_start) * 1000:.1f}ms "
             f"{content_length_header(response.headers.fields)}B route=/bench {SERVICE}/{REGION}"
         )
 

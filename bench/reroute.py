@@ -18,7 +18,7 @@ PREFIX = b"/bench"
 class Reroute:
     prefix = b"/reroute"  # the upstream counts requests by their first path segment
 
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> None:
         data = flow.request.data
         data.host, data.port = HOST, int(PORT)
         if data.path.startswith(PREFIX):

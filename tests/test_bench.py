@@ -247,7 +247,7 @@ def test_breakdown_sorts_a_sampled_stack_by_where_the_time_went():
     stacks = {
         f"{loop};{dispatch};ProxySigV4.request (addon.py:378);sign_upstream (signing.py:560)": "hooks",
         f"{loop};{dispatch};Floor.response (floor.py:77)": "hooks",
-        f"{loop};{dispatch};Reroute.requestheaders (reroute.py:20)": "hooks",
+        f"{loop};{dispatch};Reroute.request (reroute.py:20)": "hooks",
         f"{loop};_emit_request_line (addon.py:755);Logger.handle (__init__.py:1028)": "log line",
         f"{loop};{dispatch};Dumper.response (dumper.py:300)": "dispatch",
         f"{loop};ProxySigV4.refresh (addon.py:300)": "mitmproxy rest",  # not a hook
