@@ -236,7 +236,7 @@ def process_cpu_seconds(pid: int) -> float:
     tick every 10 ms, a few per cent of what a proxy spends in one measurement."""
     try:
         return time.clock_gettime((~pid << 3) | 2)
-    except OSError:  # not Linux, or the process is gone
+    except OSError:  # a system without per-process CPU clocks: /proc's ticks
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 

@@ -39,10 +39,10 @@ def test_short_benchmark_run_checks_signatures_and_sts(capsys):
     assert {key.split()[0] for key, n in received.items() if n} == set(throughput.SIGNING)
     assert checks["sts_calls"] == 1
     throughput.print_table(results)  # the table prints from what the run gives
-    table = capsys.readouterr().out
+    printed = capsys.readouterr().out
     for name in ("static", "role"):
         ratio = results["requests"]["GET small query"][f"{name}/bare"]["rps_ratio"]
-        assert f"{name + '/bare':<12} req/s ratio {ratio['median']:.3f} ({ratio['min']:.3f}-" in table
+        assert f"{name + '/bare':<12} req/s ratio {ratio['median']:.3f} ({ratio['min']:.3f}-" in printed
     for kind, table in results["requests"].items():
         for name in throughput.SETUPS:
             assert table[name]["errors"] == 0, (kind, name)
