@@ -7,7 +7,7 @@ Four set-ups forward the same requests to one fast local upstream (its own proce
   role    mitmdump + proxysigv4, an assume-role route (credentials from a local STS stand-in).
 For each request kind (GET with a small query, POST with 1 KiB JSON, PUT with 1 MiB) and round,
 the set-ups are measured one after the other in a rotating order, loaded (N keep-alive clients:
-requests/s, p50, p99, the proxy's CPU per request).
+requests/s, p50, p99, the proxy's CPU per request); a ratio to bare is taken round by round.
 
 The latency a request pays: one client takes turns between direct, bare, a second bare (the
 control), the floor, static, role and command, one request each per cycle, for a few seconds per request
