@@ -1,7 +1,8 @@
 """Where a request's time goes, inside mitmproxy: bare mitmdump, the floor (bench/floor.py) and the
 addon with static credentials, loaded together on the proxies' core as in the shared-core part of
 bench/throughput.py, and sampled by py-spy all at the same time (so the machine's drift hits the
-three alike). Each proxy's CPU time per request (from /proc) is split by where its samples fell:
+three alike). Each proxy's CPU time per request (the process's CPU clock) is split by where its
+samples fell:
 
   hooks            the script's own hooks (for the addon: requestheaders, request, responseheaders,
                    response, error, server_connect; the floor's likewise);
