@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import requests
 
 import conftest
@@ -192,6 +193,38 @@ addons = [Spin()]
 """
 
 
+def test_a_shared_core_window_in_which_a_proxy_completed_nothing_is_measured_again_longer(monkeypatch):
+    """A pause of one proxy's own (a full collection, stretched by the others on its core) can
+    leave it without a completed request in a short window: that window is measured again, twice
+    as long, and reported; a proxy that never completes one fails the run after REPEATS repeats."""
+    import load  # bench/load.py
+
+    def fake_load(idle_calls: set[int]):
+        calls: list[tuple[int, float]] = []  # (port, seconds), warm-up included
+
+        async def run_async(port, request, clients, seconds, warmup):
+            calls.append((port, seconds))
+            mine = sum(1 for p, _ in calls if p == port)
+            done = 0 if port == 2 and mine in idle_calls else round(100 * seconds * (0.9 if port == 3 else 1))
+            return load.Result(done, 0, seconds, [])
+
+        monkeypatch.setattr(load, "run_async", run_async)
+        return calls
+
+    ports = {"bare": 1, "bare2": 2, "x": 3}
+    calls = fake_load({3})  # bare2 idle in the second measured window (its call 1 is the warm-up)
+    ratios, repeated = throughput.shared_core(ports, throughput.REQUESTS[0], 2, 0.5, 4, names=tuple(ports))
+    assert repeated == [{"window": 1, "seconds": 0.5, "idle": ["bare2"]}]
+    assert [s for p, s in calls if p == 2] == [0.5, 0.5, 0.5, 1.0]
+    assert ratios["bare2"]["n"] == ratios["x"]["n"] == 2
+    assert ratios["bare2"]["median"] == 1.0 and ratios["x"]["median"] == 0.9
+
+    calls = fake_load(set(range(2, 20)))  # bare2 never completes a request
+    with pytest.raises(RuntimeError, match="bare2 completed no request in 4s"):
+        throughput.shared_core(ports, throughput.REQUESTS[0], 2, 0.5, 4, names=tuple(ports))
+    assert [s for p, s in calls if p == 2] == [0.5, 0.5, 1.0, 2.0, 4.0]
+
+
 def test_shared_core_comparison_sees_what_a_proxy_costs_per_request(tmp_path):
     """The instruments behind the headline figures: a proxy that spends 3 ms more CPU per request
     forwards clearly fewer requests than bare mitmproxy and answers 3 ms later; a second bare one
@@ -211,7 +244,7 @@ def test_shared_core_comparison_sees_what_a_proxy_costs_per_request(tmp_path):
             throughput.pin(procs[-1].pid, throughput.PROXY_CPUS)  # all three share one core
             conftest.wait_for_port(ports[name], procs[-1])
         throughput.pin(0, throughput.LOAD_CPUS)
-        ratios = throughput.shared_core(
+        ratios, _ = throughput.shared_core(
             ports, throughput.REQUESTS[0], 3, 0.6, 6, names=("bare", "bare2", "spin")
         )
         # This VM's speed changes by several times at moments (bare's median 4 to 16 ms within a
