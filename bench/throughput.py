@@ -548,6 +548,18 @@ def _print_shared(names: tuple[str, ...], tables: dict[str, dict]) -> None:
         print(f"{kind:<17}{cells}")
 
 
+def repeated_lines(repeated: dict[str, list[dict]]) -> list[str]:
+    """A line per shared-core table with windows measured again (see shared_core), naming them."""
+    return [
+        f"shared core ({kind}): windows measured again, twice as long, after a proxy completed no "
+        "request: "
+        + "; ".join(
+            f"window {r['window'] + 1} of {r['seconds']:g}s ({', '.join(r['idle'])})" for r in repeats
+        )
+        for kind, repeats in repeated.items()
+    ]
+
+
 def _ranged(summary: dict) -> str:
     return f"{summary['median']:.3f} ({summary['min']:.3f}-{summary['max']:.3f})"
 
@@ -620,14 +632,8 @@ def print_table(results: dict) -> None:
         f"failed {checks['sampled_signatures_failed']}, "
         f"STS calls {checks['sts_calls']}"
     )
-    for kind, repeats in checks["shared_core_repeated_windows"].items():
-        print(
-            f"shared core ({kind}): windows measured again, twice as long, after a proxy completed no "
-            "request: "
-            + "; ".join(
-                f"window {r['window'] + 1} of {r['seconds']:g}s ({', '.join(r['idle'])})" for r in repeats
-            )
-        )
+    for line in repeated_lines(checks["shared_core_repeated_windows"]):
+        print(line)
     for name, loop in checks["event_loop"].items():
         line = (
             f"event loop ({name}): stalls > {checks['event_loop_stall_ms']:g} ms after warm-up "

@@ -44,6 +44,9 @@ def test_short_benchmark_run_checks_signatures_and_sts(capsys):
     for name in ("static", "role"):
         ratio = results["requests"]["GET small query"][f"{name}/bare"]["rps_ratio"]
         assert f"{name + '/bare':<12} req/s ratio {ratio['median']:.3f} ({ratio['min']:.3f}-" in printed
+    repeats = checks["shared_core_repeated_windows"]  # rare (see shared_core): named when they happen
+    assert all(f"shared core ({kind}): windows measured again" in printed for kind in repeats)
+    assert ("windows measured again" in printed) == bool(repeats)
     for kind, table in results["requests"].items():
         for name in throughput.SETUPS:
             assert table[name]["errors"] == 0, (kind, name)
@@ -218,6 +221,11 @@ def test_a_shared_core_window_in_which_a_proxy_completed_nothing_is_measured_aga
     assert [s for p, s in calls if p == 2] == [0.5, 0.5, 0.5, 1.0]
     assert ratios["bare2"]["n"] == ratios["x"]["n"] == 2
     assert ratios["bare2"]["median"] == 1.0 and ratios["x"]["median"] == 0.9
+
+    assert throughput.repeated_lines({"GET small query": repeated}) == [
+        "shared core (GET small query): windows measured again, twice as long, after a proxy "
+        "completed no request: window 2 of 0.5s (bare2)"
+    ]
 
     calls = fake_load(set(range(2, 20)))  # bare2 never completes a request
     with pytest.raises(RuntimeError, match="bare2 completed no request in 4s"):
