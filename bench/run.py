@@ -58,10 +58,10 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=0.8, help="loaded measurement per set-up and round")
     parser.add_argument(
-        "--latency-seconds", type=float, default=4.0, help="one client taking turns, per request kind"
+        "--latency-seconds", type=float, default=3.0, help="one client taking turns, per request kind"
     )
     parser.add_argument("--shared-windows", type=int, default=6, help="shared-core measurements")
-    parser.add_argument("--shared-seconds", type=float, default=1.5, help="per shared-core measurement")
+    parser.add_argument("--shared-seconds", type=float, default=1.2, help="per shared-core measurement")
     parser.add_argument("--stream-mib", type=int, default=1024)
     parser.add_argument("--json", default=str(ROOT / "bench" / "results.json"))
     args = parser.parse_args()

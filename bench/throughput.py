@@ -261,9 +261,9 @@ def run(
     rounds: int = 3,
     clients: int = 20,
     seconds: float = 2.0,
-    latency_seconds: float = 4.0,
+    latency_seconds: float = 3.0,
     shared_windows: int = 6,
-    shared_seconds: float = 1.5,
+    shared_seconds: float = 1.2,
 ) -> dict:
     cpus = os.sched_getaffinity(0)
     pin(0, LOAD_CPUS)  # this process generates the load (until the run ends: see below)
