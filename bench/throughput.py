@@ -300,16 +300,15 @@ def shared_core(
     ratios: dict[str, list[float]] = {name: [] for name in names[1:]}
     repeated: list[dict] = []
     for n in range(windows):
-        window = seconds
-        while True:
+        for repeat in range(REPEATS + 1):
+            window = seconds * 2**repeat
             rps = dict(zip(names, (r.rps for r in asyncio.run(together(window))), strict=True))
             idle = [name for name, value in rps.items() if not value]
             if not idle:
                 break
-            if len([r for r in repeated if r["window"] == n]) == REPEATS:
+            if repeat == REPEATS:
                 raise RuntimeError(f"shared core: {', '.join(idle)} completed no request in {window:g}s")
             repeated.append({"window": n, "seconds": window, "idle": idle})
-            window *= 2
         bare = (rps["bare"] + rps["bare2"]) / 2
         ratios["bare2"].append(rps["bare2"] / rps["bare"])
         for name in names[2:]:
@@ -337,6 +336,12 @@ def latency(
             row["per_cycle_ms"] = _quartiles([(t - b) * 1000 for t, b in zip(timed[name], bare, strict=True)])
         setups[name] = row
     return {"cycles": len(bare), "seconds": seconds, "setups": setups}
+
+
+def _for_body(seconds: float, request: load.Request) -> float:
+    """A measurement's length for `request`: twice as long for a large body (1 MiB), of which
+    fewer requests fit in the same time."""
+    return seconds * (2 if len(request.body) > 1 << 16 else 1)
 
 
 def _quartiles(values: list[float]) -> dict:
@@ -395,14 +400,12 @@ def _run(
             latencies = {}
             for request in REQUESTS:
                 phases.append((time.time(), request.name))
-                # fewer requests of 1 MiB fit: a longer turn keeps the number of cycles up
-                turn = latency_seconds * (2 if len(request.body) > 1 << 16 else 1)
+                turn = _for_body(latency_seconds, request)  # keeps the number of cycles up
                 latencies[request.name] = latency(setups.ports, request, turn)
             shared_from = time.time()  # stalls are counted before: sharing a core preempts them all
             shared, repeated = {}, {}
             for r in REQUESTS:
-                # fewer requests of 1 MiB fit in a window: longer windows keep the counts comparable
-                window = shared_seconds * (2 if len(r.body) > 1 << 16 else 1)
+                window = _for_body(shared_seconds, r)  # keeps the counts comparable
                 shared[r.name], repeated[r.name] = shared_core(
                     setups.ports, r, shared_windows, window, SHARED_CLIENTS
                 )
