@@ -4,6 +4,7 @@ from hypothesis import strategies as st
 
 from proxysigv4_core.headers import (
     RESPONSE_DECISION_HEADERS,
+    connection_management,
     connection_tokens,
     filter_request_headers,
     filter_response_fields,
@@ -112,6 +113,7 @@ def test_response_filter_keeps_framing_and_aws_headers_drops_the_rest():
             (b"ETag", b'"1"'),
             (b"x-amzn-ErrorType", b"X"),
             (b"x-amz-request-id", b"1"),
+            (b"Connection", b"close"),  # cut down to the token mitmproxy acts on
         ),
         {"transfer-encoding": "chunked"},
     )
@@ -166,14 +168,19 @@ def test_response_fields_filtered_raw_as_the_rule_says_on_decoded_fields(raw):
     fields = _decoded(raw)
     for policy in (response_policy(), response_policy(["x-hop", "keep-alive", "\xe9tag", "*"])):
         hop = connection_tokens(fields)
-        expected = [
-            (k, v)
-            for k, v in fields
-            if k.lower() == "transfer-encoding" or (k.lower() not in hop and policy.allows(k))
-        ]
+        manage = connection_management(hop)
+        expected = []
+        for k, v in fields:
+            if k.lower() == "connection" and manage is not None:
+                if not any(name.lower() == "connection" for name, _ in expected):
+                    expected.append((k, manage))
+            elif k.lower() in ("transfer-encoding", "content-length") or (
+                k.lower() not in hop and policy.allows(k)
+            ):
+                expected.append((k, v))
         kept, first = filter_response_fields(policy, raw)
         assert _decoded(kept if kept is not None else raw) == expected
-        assert kept is None or len(kept) < len(raw)
+        assert kept is None or kept != raw
         wanted = {name.decode() for name in RESPONSE_DECISION_HEADERS}
         assert first == {k: v for k, v in first_values(fields).items() if k in wanted}
 
@@ -268,3 +275,110 @@ def test_decisions_from_first_values_equal_the_ones_from_the_fields(fields):
             assert plan_request(route, fields, first) == expected
         except RequestRejected as refused:
             assert refused.error == expected
+
+
+# ---- connection management: what mitmproxy reads to keep, close and frame, both ways ---------
+_CONN_NAMES = st.sampled_from(
+    [b"Connection", b"connection", b"Keep-Alive", b"Content-Length", b"Transfer-Encoding", b"Upgrade"]
+    + [b"Proxy-Connection", b"Trailer", b"TE", b"ETag", b"X-Hop", b"Content-Type"]
+)
+_CONN_VALUES = st.sampled_from(
+    [b"close", b"keep-alive", b"Keep-Alive, X-Hop", b"CLOSE , keep-alive", b"upgrade", b"x-hop, close"]
+    + [b"content-length", b"transfer-encoding", b"chunked", b"12", b"timeout=5, max=100", b"", b"h2c"]
+)
+_VERSIONS = st.sampled_from(["HTTP/1.1", "HTTP/1.0", "HTTP/2.0"])
+_STATUSES = st.sampled_from([200, 204, 304, 404, 101])
+
+
+def _mitmproxy_reading(request, response):
+    """What mitmproxy decides from a finished exchange (_http1.Http1Connection.mark_done): keep
+    or close each side, and the response's framing (or the error its headers raise)."""
+    from mitmproxy.net.http import http1
+
+    try:
+        size = http1.expected_http_body_size(request, response)
+    except ValueError as e:
+        size = f"invalid: {e}"
+    return (
+        http1.connection_close(request.http_version, request.headers),
+        http1.connection_close(response.http_version, response.headers),
+        size,
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    raw=st.lists(st.tuples(_CONN_NAMES, _CONN_VALUES), max_size=7).map(tuple),
+    version=_VERSIONS,
+    status=_STATUSES,
+    method=st.sampled_from(["GET", "HEAD"]),
+)
+def test_the_response_filter_never_changes_how_mitmproxy_frames_or_keeps_connections(
+    raw, version, status, method
+):
+    """Whatever the allowlist drops from a response, mitmproxy must keep or close the client's and
+    the upstream's connection, and frame the body, exactly as for the response as it came, read
+    as RFC 9110 7.6.1 says: connection options are case-insensitive (mitmproxy compares them as
+    sent, so `Connection: CLOSE` would keep a connection the upstream ends; the filter sends the
+    token lower-cased)."""
+    from mitmproxy.http import Headers
+    from mitmproxy.test import tutils
+
+    request = tutils.treq(method=method.encode(), headers=Headers())
+    as_rfc = tuple((k, v.lower() if k.lower() == b"connection" else v) for k, v in raw)
+    before = tutils.tresp(status_code=status, http_version=version.encode(), headers=Headers(as_rfc))
+    for policy in (response_policy(), response_policy(["*"]), response_policy(["x-hop"])):
+        kept, _ = filter_response_fields(policy, raw)
+        after = before.copy()
+        after.headers.fields = kept if kept is not None else raw
+        assert _mitmproxy_reading(request, after) == _mitmproxy_reading(request, before), kept
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.lists(st.tuples(_CONN_NAMES, _CONN_VALUES), max_size=6).map(tuple), version=_VERSIONS)
+def test_the_request_connection_value_keeps_mitmproxys_keep_or_close_decision(raw, version):
+    """The other way: the request the proxy sends carries only `connection_management` of the
+    client's Connection tokens (the addon adds it after signing); mitmproxy must decide to keep
+    or close the connections exactly as it would from the client's own headers."""
+    from mitmproxy.http import Headers
+    from mitmproxy.net.http import http1
+
+    fields = _decoded(raw)
+    manage = connection_management(connection_tokens(fields))
+    sent = Headers([(b"connection", manage.encode())] if manage else [])
+    as_rfc = Headers([(k, v.lower() if k.lower() == b"connection" else v) for k, v in raw])  # see above
+    assert http1.connection_close(version, sent) == http1.connection_close(version, as_rfc)
+    # and nothing else of the client's hop-by-hop headers passes the request filter
+    for policy in (request_policy(), request_policy(["*"])):
+        names = {k.lower() for k, _ in filter_request_headers(policy, fields)}
+        assert not names & {"connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer"}
+        assert "proxy-connection" not in names and "content-length" not in names
+
+
+@pytest.mark.parametrize(
+    "tokens, value",
+    [
+        (set(), None),
+        ({"x-hop"}, None),
+        ({"close"}, "close"),
+        ({"keep-alive"}, "keep-alive"),
+        ({"keep-alive", "close"}, "close"),
+        ({"upgrade"}, None),
+    ],
+)
+def test_connection_management_keeps_the_token_mitmproxy_acts_on(tokens, value):
+    assert connection_management(tokens) == value
+
+
+def test_an_upstream_connection_close_reaches_the_client_whatever_else_connection_lists():
+    raw = (
+        (b"Content-Length", b"2"),
+        (b"Connection", b"x-hop, close"),
+        (b"X-Hop", b"1"),
+        (b"Keep-Alive", b"5"),
+    )
+    kept, _ = filter_response_fields(response_policy(["x-hop", "keep-alive"]), raw)
+    assert kept == ((b"Content-Length", b"2"), (b"Connection", b"close"))
+    # Connection may not strip the framing: Content-Length stays even when listed
+    raw = ((b"Content-Length", b"2"), (b"Connection", b"content-length"))
+    assert filter_response_fields(response_policy(), raw)[0] == ((b"Content-Length", b"2"),)

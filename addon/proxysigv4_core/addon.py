@@ -26,6 +26,7 @@ from .credentials import CredentialError, CredentialStore
 from .diagnosis import DIAGNOSIS_HEADER, diagnose, parse_aws_error
 from .headers import (
     check_request_headers,
+    connection_management,
     connection_tokens,
     filter_response_fields,
     first_values,
@@ -532,12 +533,10 @@ class ProxySigV4:
             # carried the time) and the credential scope
             _, signed_at, scope, _ = signed.string_to_sign.split("\n", 3)
             signature = signed.signature
-        # mitmproxy closes the client connection after the response only if the request says so,
-        # and answers `Expect: 100-continue` itself (then drops the header) if it is still there.
-        close = handshake is None and (
-            "close" in tokens
-            or ("keep-alive" not in tokens and request.http_version not in ("HTTP/1.1", "HTTP/2.0"))
-        )
+        # mitmproxy keeps or closes both connections by the request's Connection token (see
+        # headers' "Connection management"), and answers `Expect: 100-continue` itself (then drops
+        # the header) if it is still there.
+        manage = connection_management(tokens) if handshake is None else None
         expect = first.get("expect")
         target = route.target
         # Set the target on the request's data directly: the public setters also rewrite the Host
@@ -550,8 +549,8 @@ class ProxySigV4:
         # Origin-form on HTTP/1 (a client's absolute-form target is not passed on); :authority on h2/h3.
         data.authority = target.host_header.encode() if (request.is_http2 or request.is_http3) else b""
         sent = list(signed.headers)
-        if close:
-            sent.append(("connection", "close"))  # hop-by-hop: never signed, harmless upstream
+        if manage:
+            sent.append(("connection", manage))  # hop-by-hop: never signed
         if expect:
             sent.append(("expect", expect))  # never signed; mitmproxy removes it before sending
         if handshake:
@@ -688,7 +687,13 @@ class ProxySigV4:
 
     def error(self, flow: http.HTTPFlow) -> None:
         self._pending.pop(flow.id, None)
+        in_flight = self._in_flight.get(flow.id)
+        if in_flight is not None:  # the error page mitmproxy sends next names the route
+            errors.failed_routes[flow.client_conn.id] = in_flight.route.prefix
         self._finish(flow)
+
+    def client_disconnected(self, client) -> None:
+        errors.forget(client.id)
 
     def _finish(self, flow: http.HTTPFlow) -> None:
         in_flight = self._in_flight.pop(flow.id, None)

@@ -84,8 +84,33 @@ ALWAYS_REMOVED_REQUEST = HOP_BY_HOP | {
     "date",
 }
 ALWAYS_REMOVED_REQUEST_PATTERNS = ("x-forwarded-*",)
-# Framing headers of a response are mitmproxy's business; other hop-by-hop headers are dropped.
 ALWAYS_REMOVED_RESPONSE = HOP_BY_HOP - {"transfer-encoding"}
+
+# Connection management: the rule both filters follow. mitmproxy reads the flow's messages as this
+# addon leaves them, for the client's connection and the upstream's alike (the same Request and
+# Response objects serve both; _http1.Http1Connection.mark_done), to decide
+# - whether a connection stays open after the exchange: the Connection header's `close` and
+#   `keep-alive` tokens with the HTTP version (http1.connection_close);
+# - how a body is framed, and whether it ends with the connection: Content-Length and
+#   Transfer-Encoding (http1.expected_http_body_size).
+# A filter may drop a hop-by-hop header only where both answers stay the same. So Connection is
+# cut down to those two tokens, never removed while it has one (an upstream's `close` reaches the
+# client, which reconnects, instead of a request waiting on a connection the upstream closes);
+# Content-Length and Transfer-Encoding stay in responses whatever the allowlist or Connection
+# says; a request's framing is set by the proxy from the body it sends (Content-Length).
+# Keep-Alive, Proxy-Connection, TE, Trailer(s), Upgrade and the names Connection lists take part
+# in neither decision: dropped (a WebSocket handshake's Upgrade is put back by its own rule).
+CONNECTION_MANAGEMENT_TOKENS = ("close", "keep-alive")
+RESPONSE_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+
+
+def connection_management(tokens: set[str]) -> str | None:
+    """The Connection value to send on for a message whose Connection tokens are `tokens`: the
+    token mitmproxy acts on (`close` wins over `keep-alive`, as in http1.connection_close), or None."""
+    for token in CONNECTION_MANAGEMENT_TOKENS:
+        if token in tokens:
+            return token
+    return None
 
 
 def _compile(patterns: Iterable[str]) -> re.Pattern[str]:
@@ -192,7 +217,9 @@ def filter_response_fields(
     RESPONSE_DECISION_HEADERS, as `first_values` gives them (by lower-case name, decoded, stripped).
 
     Dropped: what the allowlist does not allow, hop-by-hop headers and those the Connection header
-    lists; Transfer-Encoding stays, because mitmproxy frames the body by it."""
+    lists. Kept whatever the allowlist says (see "Connection management" above): Content-Length
+    and Transfer-Encoding, and Connection cut down to its `close`/`keep-alive` token, in the place
+    of the first Connection field."""
     first: dict[str, str] = {}
     connection: list[bytes] = []
     for name, value in fields:
@@ -204,19 +231,40 @@ def filter_response_fields(
         elif lname == b"connection":
             connection.append(value)
     allows = policy.allows_raw
-    kept = [(name, value) for name, value in fields if allows(name) or name.lower() == b"transfer-encoding"]
+    kept = [(name, value) for name, value in fields if allows(name) or name.lower() in RESPONSE_FRAMING]
     if connection:
         # Names listed in Connection, decoded and lower-cased as for a request; those the policy
         # always removes are gone already.
         listed = [("connection", value.decode("utf-8", "surrogateescape")) for value in connection]
-        hop = connection_tokens(listed) - policy.always_removed
+        tokens = connection_tokens(listed)
+        hop = tokens - policy.always_removed
         if hop:
             kept = [
                 (name, value)
                 for name, value in kept
-                if name.lower() == b"transfer-encoding" or name.decode("latin-1").lower() not in hop
+                if name.lower() in RESPONSE_FRAMING or name.decode("latin-1").lower() not in hop
             ]
-    return (None if len(kept) == len(fields) else tuple(kept)), first
+        manage = connection_management(tokens)
+        if manage is not None:
+            kept = _with_connection(fields, kept, manage.encode())
+    return (None if kept == list(fields) else tuple(kept)), first
+
+
+def _with_connection(fields: RawFields, kept: list[tuple[bytes, bytes]], value: bytes) -> list:
+    """`kept` with one Connection field of `value`, where the first Connection field stood in
+    `fields` (under its own name's spelling)."""
+    out: list[tuple[bytes, bytes]] = []
+    rest = iter(kept)
+    pending = next(rest, None)
+    placed = False
+    for name, original in fields:
+        if not placed and name.lower() == b"connection":
+            out.append((name, value))
+            placed = True
+        elif pending is not None and pending == (name, original):
+            out.append(pending)
+            pending = next(rest, None)
+    return out
 
 
 def check_request_headers(fields: list[tuple[str, str]]) -> dict[str, str]:
