@@ -15,6 +15,13 @@ ERROR_HEADER = "x-proxysigv4-error"
 # Upstream exchanges that hit their route's timeout, by client connection id: the next
 # error page on that connection is a 504 with this message (HTTP/1 has one request in flight).
 timed_out_connections: dict[str, str] = {}
+# The route of a forwarded request whose upstream exchange failed, by client connection id: the
+# error page that follows names it. Set by the addon's `error` hook, which mitmproxy runs before
+# it sends the page; what no page took is forgotten when the client disconnects (forget).
+failed_routes: dict[str, str] = {}
+# mitmproxy's words when the upstream closed its connection with no answer begun
+# (_http1.Http1Client.read_headers).
+_SERVER_CLOSED = "server closed connection"
 
 
 def error_body(status: int, error: str, message: str, route: str | None = None) -> bytes:
@@ -32,14 +39,26 @@ def error_response(status: int, error: str, message: str, route: str | None = No
     )
 
 
+def forget(conn_id: str) -> None:
+    """Drop what was kept for a client connection's next error page (it is gone)."""
+    timed_out_connections.pop(conn_id, None)
+    failed_routes.pop(conn_id, None)
+
+
 def _json_error(conn_id: str, status: int, message: str) -> http.Response:
     """The JSON answer for an upstream failure mitmproxy reports on a client connection."""
     timeout_message = timed_out_connections.pop(conn_id, None)
+    route = failed_routes.pop(conn_id, None)
     if timeout_message is not None:
-        return error_response(504, "upstream_timeout", timeout_message)
+        return error_response(504, "upstream_timeout", timeout_message, route)
+    if status >= 500 and message == _SERVER_CLOSED:
+        # Not retried: the request was written, and may have been acted on (a POST is not idempotent).
+        where = f" (route {route})" if route else ""
+        text = f"upstream closed the connection without answering{where}; the request was not retried"
+        return error_response(status, "upstream_closed", text, route)
     if status >= 500:
-        return error_response(status, "upstream_unreachable", message)
-    return error_response(status, "bad_request", message)
+        return error_response(status, "upstream_unreachable", message, route)
+    return error_response(status, "bad_request", message, route)
 
 
 def _send_protocol_error(server: _http1.Http1Server, event: ResponseProtocolError):
@@ -52,7 +71,7 @@ def _send_protocol_error(server: _http1.Http1Server, event: ResponseProtocolErro
         response.headers["connection"] = "close"
         yield commands.SendData(server.conn, http1.assemble_response(response))
     else:
-        timed_out_connections.pop(server.conn.id, None)
+        forget(server.conn.id)
     yield commands.CloseConnection(server.conn)
 
 
@@ -60,9 +79,13 @@ def _send_h2_protocol_error(server: _http2.Http2Server, event: ResponseProtocolE
     """HTTP/2: the same JSON answer on the stream, where mitmproxy would send its HTML page.
     Returns False when mitmproxy's own handling applies (stream closed, headers already sent)."""
     status = event.code.http_status_code()
-    if status is None or server.is_closed(event.stream_id) or not server.is_open_for_us(event.stream_id):
-        return False
-    if server.h2_conn.streams[event.stream_id].state_machine.headers_sent:
+    if (
+        status is None
+        or server.is_closed(event.stream_id)
+        or not server.is_open_for_us(event.stream_id)
+        or server.h2_conn.streams[event.stream_id].state_machine.headers_sent
+    ):
+        forget(server.conn.id)
         return False
     response = _json_error(server.conn.id, status, event.message)
     headers = [(b":status", b"%d" % response.status_code), *response.headers.fields]
