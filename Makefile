@@ -23,6 +23,13 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The Node clients of the connection matrix (tests/test_e2e_clients.py): the AWS SDK for JavaScript,
+# installed as package-lock.json pins it.
+NODE_STAMP := tests/node/node_modules/.installed
+$(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
+	cd tests/node && npm ci --no-audit --no-fund --silent
+	touch $@
+
 lint: install
 	$(VENV)/bin/ruff check addon tests bench
 	$(VENV)/bin/ruff format --check addon tests bench
@@ -31,7 +38,7 @@ format: install
 	$(VENV)/bin/ruff format addon tests
 	$(VENV)/bin/ruff check --fix addon tests
 
-test: install lint
+test: install $(NODE_STAMP) lint
 	$(VENV)/bin/pytest -q -rs
 
 run: install
