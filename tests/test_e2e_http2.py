@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
-from test_e2e_proxy import KEY, SECRET, proxy_env
 
 from conftest import free_port
+from helpers import KEY, SECRET, proxy_env
 from sigv4_verify import verify
 
 pytestmark = pytest.mark.e2e

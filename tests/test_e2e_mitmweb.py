@@ -2,12 +2,7 @@
 path changed after signing (by mitmproxy's own map_remote), refused flows marked,
 replay re-signed, and the proxysigv4 commands."""
 
-import contextlib
 import os
-import subprocess
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,13 +11,12 @@ import yaml
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
-from test_e2e_proxy import KEY, SECRET, proxy_env
 
-from conftest import Upstream, free_port, mitmdump_command, stop, wait_for_port
+from conftest import Upstream
+from helpers import CHROMIUM, CHROMIUM_ARGS, KEY, PASSWORD, SECRET, proxy_env, running_mitmweb, wait_for
 from sigv4_verify import verify
 
 pytestmark = pytest.mark.e2e
-PASSWORD = "web-test-password"
 
 
 def s3_like(received):
@@ -51,66 +45,6 @@ def s3_like(received):
     return 403, [("content-type", "application/xml")], body.encode()
 
 
-@dataclass
-class Web:
-    proxy: str
-    api: str
-    proc: subprocess.Popen
-    log: Path
-    session: requests.Session
-
-    def get(self, path: str):
-        r = self.session.get(self.api + path, timeout=10)
-        r.raise_for_status()
-        return r.json()
-
-    def post(self, path: str, json=None):
-        xsrf = self.session.cookies.get("_mitmproxy_xsrf")
-        r = self.session.post(self.api + path, json=json, headers={"X-XSRFToken": xsrf}, timeout=10)
-        r.raise_for_status()
-        return r.json() if r.content else None
-
-    def flow(self, path_part: str) -> dict:
-        return next(f for f in reversed(self.get("/flows")) if path_part in f["request"]["path"])
-
-
-@contextlib.contextmanager
-def running_mitmweb(config: Path, tmp_path: Path, *extra: str) -> Iterator[Web]:
-    """mitmweb with the addon and `config`, its API authenticated (password, XSRF cookie)."""
-    port, web_port = free_port(), free_port()
-    args = (
-        "--set",
-        f"web_port={web_port}",
-        "--set",
-        "web_host=127.0.0.1",
-        "--set",
-        "web_open_browser=false",
-        "--set",
-        f"web_password={PASSWORD}",
-        *extra,
-    )
-    log = tmp_path / "mitmweb.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            mitmdump_command(config, port, *args, program="mitmweb"),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=proxy_env(tmp_path),
-            cwd=tmp_path,
-        )
-    try:
-        wait_for_port(port, proc)
-        wait_for_port(web_port, proc)
-        session = requests.Session()
-        session.headers["Authorization"] = f"Bearer {PASSWORD}"
-        session.get(f"http://127.0.0.1:{web_port}/", timeout=10).raise_for_status()
-        # Tornado's XSRF check is a double submit: any cookie value repeated in X-XSRFToken.
-        session.cookies.set("_mitmproxy_xsrf", "proxysigv4-test-xsrf", domain="127.0.0.1")
-        yield Web(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{web_port}", proc, log, session)
-    finally:
-        stop(proc)
-
-
 @pytest.fixture
 def web(tmp_path):
     with Upstream(s3_like) as upstream:
@@ -118,17 +52,8 @@ def web(tmp_path):
         route = {"target": upstream.url, "service": "s3", "region": "eu-west-1"}
         config.write_text(yaml.safe_dump({"proxysigv4": {"/ok": route, "/tampered": route}}))
         tamper = ("--map-remote", "|~hq x-amz-meta-tamper|/bucket/key$|/bucket/other")
-        with running_mitmweb(config, tmp_path, *tamper) as web:
+        with running_mitmweb(config, tmp_path, proxy_env(tmp_path), *tamper) as web:
             yield web, upstream
-
-
-def wait_for(predicate, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := predicate():
-            return result
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def test_sigv4_view_diagnosis_markers_replay_and_commands(web):
@@ -198,19 +123,6 @@ def test_sigv4_view_diagnosis_markers_replay_and_commands(web):
     refreshed = web.post("/commands/sigv.refresh", json={"arguments": ["/ok"]})["value"]
     assert refreshed == "proxysigv4: re-resolving credentials for /ok"
     assert "map_remote" in web.log.read_text() and "after they are signed" in web.log.read_text()
-
-
-CHROMIUM = "/usr/bin/chromium"
-# Flags for a closed network: no background calls home, no sandbox as root.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def test_browser_shows_the_sigv4_view_and_diagnosis_in_mitmweb(web, tmp_path):

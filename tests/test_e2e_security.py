@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from test_e2e_proxy import KEY, SECRET, get, proxy_env, raw_exchange, start_role_proxy, verifying
+from test_e2e_proxy import get, start_role_proxy, verifying
 
 from conftest import Upstream
 from fakests import FakeSTS
+from helpers import KEY, SECRET, proxy_env, raw_exchange
 
 pytestmark = pytest.mark.e2e
 TOKEN = "inbound-token-for-tests-0123456789"
@@ -125,7 +126,9 @@ def test_no_request_target_leaves_the_route_target(start_proxy, tmp_path, upstre
     for attempt in SEED_SSRF + MORE_ATTEMPTS:
         before = len(upstream.received)
         target = (prefix + attempt).encode()
-        raw = raw_exchange(proxy, b"GET " + target + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        raw = raw_exchange(
+            proxy, b"GET " + target + b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
         status = int(raw.split()[1]) if raw.startswith(b"HTTP/") else 0
         if len(upstream.received) > before:
             got = upstream.received[-1]
@@ -154,13 +157,13 @@ def test_no_request_target_leaves_the_route_target(start_proxy, tmp_path, upstre
 @pytest.mark.parametrize(
     "request_bytes",
     [
-        b"GET /api/x HTTP/1.1\r\nHost: a\r\nX-Test: a\rInjected: 1\r\n\r\n",
-        b"GET /api/x\r\nInjected: 1 HTTP/1.1\r\nHost: a\r\n\r\n",
-        b"GET /api/x HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * 300_000 + b"\r\n\r\n",
-        b"POST /api/x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde",
-        b"POST /api/x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-        b"POST /api/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-        b"POST /api/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"GET /api/x HTTP/1.1\r\nHost: localhost\r\nX-Test: a\rInjected: 1\r\n\r\n",
+        b"GET /api/x\r\nInjected: 1 HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        b"GET /api/x HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * 300_000 + b"\r\n\r\n",
+        b"POST /api/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde",
+        b"POST /api/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"POST /api/x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"POST /api/x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
     ],
     ids=[
         "bare-cr",
@@ -186,7 +189,8 @@ def test_obsolete_line_folding_is_unfolded_never_smuggled(start_proxy, tmp_path,
     """RFC 9112 5.2 allows replacing obs-fold with a space; nothing may become a new header."""
     proxy = start_proxy({"/api": api_route(upstream, allowedRequestHeaders=["x-test"])}, proxy_env(tmp_path))
     raw = raw_exchange(
-        proxy, b"GET /api/x HTTP/1.1\r\nHost: a\r\nX-Test: a\r\n Injected: 1\r\nConnection: close\r\n\r\n"
+        proxy,
+        b"GET /api/x HTTP/1.1\r\nHost: localhost\r\nX-Test: a\r\n Injected: 1\r\nConnection: close\r\n\r\n",
     )
     if upstream.received:
         assert raw.startswith(b"HTTP/1.1 200"), raw[:200]  # and the signature verified upstream

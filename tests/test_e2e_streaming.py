@@ -10,9 +10,9 @@ import zlib
 
 import pytest
 import requests
-from test_e2e_proxy import KEY, SECRET, proxy_env
 
 from conftest import REGION, Upstream, aws_env
+from helpers import KEY, SECRET, proxy_env
 from sigv4_verify import verify
 from streams import BLOCK, GIB, StreamingUpstream, payload_digest, put_blocks, vm_hwm_kib, vm_rss_kib
 
@@ -231,7 +231,7 @@ def test_expect_100_continue_upload(checked):
     port = int(proxy.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), 10) as s:
         s.sendall(
-            b"PUT /s3/b/expect.bin HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+            b"PUT /s3/b/expect.bin HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n"
             b"Expect: 100-continue\r\nConnection: close\r\n\r\n" % len(data)
         )
         s.settimeout(2)

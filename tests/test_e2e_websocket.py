@@ -7,12 +7,12 @@ import threading
 from http import HTTPStatus
 
 import pytest
-from test_e2e_proxy import KEY, SECRET, proxy_env
 from websockets.asyncio.server import serve
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from conftest import free_port
+from helpers import KEY, SECRET, proxy_env
 from sigv4_verify import crt_query_signature, verify
 
 pytestmark = pytest.mark.e2e
@@ -138,11 +138,12 @@ def test_unsigned_or_tampered_upgrade_is_refused_by_the_upstream(ws_upstream):
 def test_websocket_flow_and_messages_are_visible_in_mitmweb(tmp_path, ws_upstream):
     """The signed upgrade shows in mitmweb as a WebSocket flow with its messages (over its API)."""
     import yaml
-    from test_e2e_mitmweb import running_mitmweb
+
+    from helpers import running_mitmweb
 
     config = tmp_path / "routes.yaml"
     config.write_text(yaml.safe_dump({"proxysigv4": {"/ws": ws_route(ws_upstream)}}))
-    with running_mitmweb(config, tmp_path) as web:
+    with running_mitmweb(config, tmp_path, proxy_env(tmp_path)) as web:
         with connect(
             web.proxy.replace("http://", "ws://") + "/ws", subprotocols=["chat"], open_timeout=10
         ) as ws:

@@ -124,9 +124,9 @@ def test_presign_command_needs_loaded_credentials_and_then_signs(tmp_path, monke
 
 
 def test_presign_cli(tmp_path):
-    from test_e2e_proxy import KEY as ENV_KEY
-    from test_e2e_proxy import SECRET as ENV_SECRET
-    from test_e2e_proxy import proxy_env
+    from helpers import KEY as ENV_KEY
+    from helpers import SECRET as ENV_SECRET
+    from helpers import proxy_env
 
     config = tmp_path / "routes.yaml"
     config.write_text("proxysigv4:\n  /api: https://abc123.execute-api.eu-west-1.amazonaws.com/prod\n")

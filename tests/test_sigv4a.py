@@ -10,9 +10,9 @@ import requests
 from awscrt import auth as crt_auth
 from awscrt import http as crt_http
 from botocore.credentials import ReadOnlyCredentials
-from test_e2e_proxy import KEY, SECRET, proxy_env
 
 from conftest import Upstream
+from helpers import KEY, SECRET, proxy_env
 from proxysigv4_core import config as config_module
 from proxysigv4_core.config import ConfigError, parse_config
 from proxysigv4_core.inference import infer_service_region, infer_signing_algorithm

@@ -1,0 +1,126 @@
+"""Helpers the end-to-end tests share: mitmweb with the addon, driven over its API, and the
+Chromium settings for browser tests."""
+
+import contextlib
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from conftest import free_port, mitmdump_command, stop, wait_for_port
+
+PASSWORD = "web-test-password"
+# The static credentials the proxies under test sign with, and the verifying upstreams check.
+KEY, SECRET = "AKIAPROXYTEST0001", "proxy/test+secret"
+ENV_CREDS = {"AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET}
+CHROMIUM = "/usr/bin/chromium"
+# Flags for a closed network: no background calls home, no sandbox as root.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@dataclass
+class Web:
+    proxy: str
+    api: str
+    proc: subprocess.Popen
+    log: Path
+    session: requests.Session
+
+    def get(self, path: str):
+        r = self.session.get(self.api + path, timeout=10)
+        r.raise_for_status()
+        return r.json()
+
+    def post(self, path: str, json=None):
+        xsrf = self.session.cookies.get("_mitmproxy_xsrf")
+        r = self.session.post(self.api + path, json=json, headers={"X-XSRFToken": xsrf}, timeout=10)
+        r.raise_for_status()
+        return r.json() if r.content else None
+
+    def flow(self, path_part: str) -> dict:
+        return next(f for f in reversed(self.get("/flows")) if path_part in f["request"]["path"])
+
+
+@contextlib.contextmanager
+def running_mitmweb(config: Path, tmp_path: Path, env: dict[str, str], *extra: str) -> Iterator[Web]:
+    """mitmweb with the addon and `config`, its API authenticated (password, XSRF cookie)."""
+    port, web_port = free_port(), free_port()
+    args = (
+        "--set",
+        f"web_port={web_port}",
+        "--set",
+        "web_host=127.0.0.1",
+        "--set",
+        "web_open_browser=false",
+        "--set",
+        f"web_password={PASSWORD}",
+        *extra,
+    )
+    log = tmp_path / "mitmweb.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            mitmdump_command(config, port, *args, program="mitmweb"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp_path,
+        )
+    try:
+        wait_for_port(port, proc)
+        wait_for_port(web_port, proc)
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {PASSWORD}"
+        session.get(f"http://127.0.0.1:{web_port}/", timeout=10).raise_for_status()
+        # Tornado's XSRF check is a double submit: any cookie value repeated in X-XSRFToken.
+        session.cookies.set("_mitmproxy_xsrf", "proxysigv4-test-xsrf", domain="127.0.0.1")
+        yield Web(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{web_port}", proc, log, session)
+    finally:
+        stop(proc)
+
+
+def wait_for(predicate, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := predicate():
+            return result
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def proxy_env(tmp_path):
+    """A proxy's environment: KEY/SECRET as static credentials, no AWS configuration of the machine."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        ENV_CREDS,
+        AWS_CONFIG_FILE="/nonexistent",
+        AWS_SHARED_CREDENTIALS_FILE="/nonexistent",
+        AWS_EC2_METADATA_DISABLED="true",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def raw_exchange(proxy, request: bytes, timeout: float = 5) -> bytes:
+    """Send raw bytes; return what comes back until the proxy closes or stays silent."""
+    raw = b""
+    with socket.create_connection(("127.0.0.1", int(proxy.url.rsplit(":", 1)[1])), timeout) as s:
+        s.sendall(request)
+        try:
+            while chunk := s.recv(65536):
+                raw += chunk
+        except TimeoutError:
+            pass
+    return raw
