@@ -230,7 +230,7 @@ class RawClient:
     ) -> Outcome:
         started = time.monotonic()
         try:
-            head = f"{method} {path} {version}\r\nHost: proxy.test\r\n"
+            head = f"{method} {path} {version}\r\nHost: 127.0.0.1:{self.port}\r\n"
             head += "".join(f"{k}: {v}\r\n" for k, v in headers)
             if body or method in ("POST", "PUT"):
                 head += f"Content-Length: {len(body)}\r\n"

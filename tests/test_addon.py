@@ -108,6 +108,13 @@ def test_eager_connection_strategy_is_switched_to_lazy(tmp_path):
         assert tctx.options.connection_strategy == "lazy"
 
 
+def test_the_clients_host_header_is_kept_for_the_host_check(tmp_path):
+    a = ProxySigV4()
+    with taddons.context(proxyserver.Proxyserver(), a) as tctx:
+        load(tctx, a, tmp_path, {"/x": API}, keep_host_header=False)
+        assert tctx.options.keep_host_header
+
+
 def test_request_is_rewritten_filtered_and_signed(tmp_path):
     async def main():
         a = ProxySigV4()
@@ -659,3 +666,154 @@ def test_a_large_body_is_hashed_while_the_event_loop_goes_on(tmp_path, monkeypat
         assert max(gaps) < hash_seconds / 2, (max(gaps), hash_seconds)
     else:
         assert max(gaps) > hash_seconds / 2, (max(gaps), hash_seconds)
+
+
+# ---- browsers (browser.py): Host names, cross-site refusals, CORS ----------------------------
+def reverse_flow(path: str, method: str = "GET", headers=(), host: bytes = b"127.0.0.1:8080"):
+    """A flow as a reverse listener receives it: the client's own Host (keep_host_header)."""
+    from mitmproxy.proxy.mode_specs import ProxyMode
+
+    req = tutils.treq(
+        method=method.encode(),
+        path=path.encode(),
+        host="127.0.0.1",
+        port=9,
+        headers=((b"host", host), *headers),
+    )
+    f = tflow.tflow(req=req)
+    f.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:9")
+    return f
+
+
+BROWSER_ROUTES = {
+    "corsOrigins": ["http://localhost:4000"],
+    "/x": {"target": API, "corsOrigins": ["http://localhost:3000"]},
+    "/y": API,
+}
+EVIL = (b"origin", b"https://evil.example")
+
+
+@pytest.mark.parametrize(
+    "host, headers, error",
+    [
+        (b"rebind.test:8080", (), "host_not_allowed"),  # DNS rebinding: the attacker's name
+        (b"127.0.0.1:8080", (EVIL, (b"sec-fetch-site", b"cross-site")), "cross_origin_refused"),
+        (b"127.0.0.1:8080", ((b"origin", b"null"),), "cross_origin_refused"),
+        (b"127.0.0.1:8080", ((b"sec-fetch-site", b"same-site"),), "cross_origin_refused"),  # <img>
+        (b"127.0.0.1:8080", ((b"origin", b"http://localhost:3000"),), "cross_origin_refused"),  # /y's list
+        (b"localhost:8080", ((b"origin", b"http://localhost:3001"),), "cross_origin_refused"),
+    ],
+)
+def test_web_pages_cannot_make_the_proxy_sign(tmp_path, caplog, host, headers, error):
+    async def main():
+        a = ProxySigV4()
+        with taddons.context(a) as tctx:
+            load(tctx, a, tmp_path, BROWSER_ROUTES)
+            f = reverse_flow("/y/a", "POST", ((b"content-type", b"text/plain"), *headers), host)
+            await a.requestheaders(f)
+            await a.request(f)
+            assert f.response.status_code == 403 and f.response.json()["error"] == error
+            assert f.request.host == "127.0.0.1" and "authorization" not in f.request.headers
+            assert f.marked == ":no_entry:" and error in f.comment
+            assert "access-control-allow-origin" not in f.response.headers
+
+    with caplog.at_level(logging.WARNING, "proxysigv4"):
+        run(main())
+    assert any("refused POST /y/a" in r.getMessage() for r in caplog.records)
+
+
+def test_host_check_is_for_reverse_listeners_and_replays_are_the_operators(tmp_path):
+    async def main():
+        a = ProxySigV4()
+        with taddons.context(a) as tctx:
+            load(tctx, a, tmp_path, BROWSER_ROUTES)
+            for host in (b"localhost:8080", b"LOCALHOST.:1", b"[::1]:8080", b"127.0.0.1"):
+                f = reverse_flow("/y/a", host=host)
+                await a.requestheaders(f)
+                await a.request(f)
+                assert f.response is None and f.request.host == "abc.execute-api.eu-west-1.amazonaws.com", (
+                    host
+                )
+            f = client_flow("/y/a", headers=((b"host", b"elsewhere.example"),))  # regular mode
+            await a.requestheaders(f)
+            await a.request(f)
+            assert f.response is None
+            replay = reverse_flow("/y/a", "POST", (EVIL, (b"sec-fetch-site", b"cross-site")), b"evil.example")
+            replay.is_replay = "request"
+            await a.requestheaders(replay)
+            await a.request(replay)
+            assert replay.response is None and "authorization" in replay.request.headers
+
+    run(main())
+
+
+def test_preflight_from_an_allowed_origin_is_answered_by_the_proxy(tmp_path):
+    async def main():
+        a = ProxySigV4()
+        with taddons.context(a) as tctx:
+            load(tctx, a, tmp_path, BROWSER_ROUTES)
+            asks = (
+                (b"origin", b"http://localhost:3000"),
+                (b"access-control-request-method", b"PUT"),
+                (b"access-control-request-headers", b"content-type,x-amz-meta-color,cookie"),
+                (b"sec-fetch-site", b"same-site"),
+            )
+            f = reverse_flow("/x/a", "OPTIONS", asks)
+            await a.requestheaders(f)
+            assert f.response.status_code == 204
+            h = f.response.headers
+            assert h["access-control-allow-origin"] == "http://localhost:3000"
+            assert h["access-control-allow-headers"] == "content-type, x-amz-meta-color"
+            assert h["vary"] == "Origin" and "PUT" in h["access-control-allow-methods"]
+            assert f.request.host == "127.0.0.1" and "authorization" not in f.request.headers
+            refused = reverse_flow("/y/a", "OPTIONS", asks)  # /y lists no origin
+            await a.requestheaders(refused)
+            assert refused.response.status_code == 403
+            assert refused.response.json()["error"] == "cross_origin_refused"
+
+    run(main())
+
+
+def test_an_allowed_origin_gets_the_signed_answer_with_cors_headers_and_no_upstream_cors(tmp_path):
+    async def main():
+        a = ProxySigV4()
+        with taddons.context(a) as tctx:
+            load(tctx, a, tmp_path, BROWSER_ROUTES)
+            origin = ((b"origin", b"http://localhost:3000"), (b"sec-fetch-site", b"same-site"))
+            f = reverse_flow("/x/a", "PUT", origin)
+            await a.requestheaders(f)
+            await a.request(f)
+            assert f.response is None and f.request.headers["authorization"].startswith("AWS4-HMAC-SHA256")
+            assert "origin" not in f.request.headers  # not in the request allowlist
+            f.response = tutils.tresp(
+                headers=(
+                    (b"etag", b'"1"'),
+                    (b"content-length", b"7"),
+                    (b"access-control-allow-origin", b"*"),
+                    (b"access-control-allow-credentials", b"true"),
+                )
+            )
+            a.responseheaders(f)
+            h = f.response.headers
+            assert h.get_all("access-control-allow-origin") == ["http://localhost:3000"]
+            assert "access-control-allow-credentials" not in h
+            assert h["access-control-expose-headers"] == "etag" and h["vary"] == "Origin"
+            # refused, before any route is known: a globally allowed page may read why
+            missing = reverse_flow("/nowhere", "GET", ((b"origin", b"http://localhost:4000"),))
+            await a.requestheaders(missing)
+            assert missing.response.status_code == 404
+            assert missing.response.headers["access-control-allow-origin"] == "http://localhost:4000"
+
+    run(main())
+
+
+@pytest.mark.parametrize("origin", ["*", "null"])
+def test_any_origin_needs_inbound_authentication(tmp_path, origin):
+    a = ProxySigV4()
+    with taddons.context(a) as tctx:
+        with pytest.raises(exceptions.OptionsError, match="any web page"):
+            load(tctx, a, tmp_path, {"corsOrigins": [origin], "/x": API})
+        load(
+            tctx, a, tmp_path, {"corsOrigins": [origin], "bearerTokens": ["t" * 20], "/x": API}, name="b.yaml"
+        )
+        assert a.state.bearer is not None

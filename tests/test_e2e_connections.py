@@ -30,7 +30,7 @@ def _posts(client: RawClient, path: str, n: int = 3) -> list[Outcome]:
 
 
 def _pipelined(client: RawClient) -> list[Outcome]:
-    client.send(b"".join(b"GET /keep/p%d HTTP/1.1\r\nHost: proxy.test\r\n\r\n" % i for i in range(3)))
+    client.send(b"".join(b"GET /keep/p%d HTTP/1.1\r\nHost: localhost\r\n\r\n" % i for i in range(3)))
     out = []
     for _ in range(3):
         try:

@@ -17,9 +17,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 from mitmproxy import command, contentviews, ctx, exceptions, http
 from mitmproxy import log as mitmproxy_log
-from mitmproxy.proxy.mode_specs import ProxyMode
+from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
 
-from . import errors
+from . import browser, errors
 from .config import Config, ConfigError, Route, load_config
 from .contentview import SigV4
 from .credentials import CredentialError, CredentialStore
@@ -61,6 +61,8 @@ RELOAD_INTERVAL = 1.0
 # A WebSocket upgrade signed in its URL must be used at once: a minute is plenty.
 WEBSOCKET_PRESIGN_EXPIRES = 60
 _SECRET_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "awscrt")
+# Refusals of what a web page tried (browser.py): logged as warnings, they may be an attack.
+BROWSER_REFUSALS = frozenset({"host_not_allowed", "cross_origin_refused"})
 # Bodies at least this large are hashed in a thread: on the event loop, SHA-256 of 2 MiB takes
 # about 2 ms here (6 ms when the machine is slow), of the 32 MiB default bufferLimit 30-100 ms, in
 # which no other request would be served. Below it, the thread hop is not worth it.
@@ -86,6 +88,7 @@ class _InFlight:
     redacted_fields: tuple | None = None
     # A presigned path with its signature hidden, likewise.
     flow_path: str | None = None
+    cors_origin: str | None = None  # an allowed web origin: the answer carries its CORS headers
 
 
 @dataclass(slots=True)
@@ -100,6 +103,8 @@ class _Pending:
     raw_fields: tuple | None = None
     fields: list[tuple[str, str]] | None = None
     first: dict[str, str] | None = None  # the fields' first_values
+    cors_origin: str | None = None  # the request's allowed web origin (browser.check_origin)
+    preflight: list[tuple[str, str]] | None = None  # a CORS preflight's answer, given by the proxy
 
     @property
     def route_prefix(self) -> str | None:
@@ -115,6 +120,10 @@ class _State:
     bearer: BearerTokens | None  # tokens every request must present, or None
     # (host, port) of https targets whose routes ask for HTTP/2 upstream
     h2_targets: frozenset[tuple[str, int]] = frozenset()
+    # Host names and web origins browsers may use (browser.py)
+    browsers: browser.BrowserPolicy = browser.BrowserPolicy(frozenset(browser.LOCAL_NAMES))
+    # (host, port) of https targets: their TLS names the target, never the client's SNI
+    tls_targets: frozenset[tuple[str, int]] = frozenset()
 
 
 class ProxySigV4:
@@ -169,6 +178,10 @@ class ProxySigV4:
         if "connection_strategy" in updated and ctx.options.connection_strategy == "eager":
             # Eager mode connects to the --mode target before we reroute; each route has its own.
             ctx.options.connection_strategy = "lazy"
+        if "keep_host_header" in updated and not ctx.options.keep_host_header:
+            # The Host a client sent is checked against allowedHosts (browser.py); mitmproxy would
+            # overwrite it with the --mode target first. Signed requests get the route's own Host.
+            ctx.options.keep_host_header = True
         for name in _POST_SIGNING_MODIFIERS & updated:
             if getattr(ctx.options, name):
                 log.warning(
@@ -194,8 +207,16 @@ class ProxySigV4:
         )
         # With proxyauth set, mitmproxy itself demands it (Basic) before this addon runs.
         bearer = config.bearer_tokens if required and not has_proxyauth else None
+        route_origins = [r.cors_origins for r in config.routes]
+        browser.check_wildcards(
+            config.cors_origins.union(*route_origins), config.allowed_hosts, required, config.source
+        )
+        policy = browser.BrowserPolicy.build(
+            config.allowed_hosts, hosts + [options.listen_host], config.cors_origins, route_origins
+        )
         h2 = frozenset((r.target.host, r.target.port) for r in config.routes if r.http2)
-        self.state = _State(config, RouteTable(config.routes), bearer, h2)
+        tls = frozenset((r.target.host, r.target.port) for r in config.routes if r.target.scheme == "https")
+        self.state = _State(config, RouteTable(config.routes), bearer, h2, policy, tls)
         self.credentials.retain(config.routes)
         log.info(
             "proxysigv4: %d routes from %s%s: %s",
@@ -351,6 +372,9 @@ class ProxySigV4:
         pending = _Pending(self._client_target(flow), time.monotonic())
         try:
             self._prepare(flow, pending)
+            if pending.preflight is not None:
+                self._answer_preflight(flow, pending)
+                return
             assert pending.upstream is not None and pending.plan is not None
             if pending.plan.stream:
                 credentials, provider = await self._credentials(pending.upstream.route)
@@ -392,13 +416,78 @@ class ProxySigV4:
             self._answer_error(flow, pending, e)
 
     def _prepare(self, flow: http.HTTPFlow, pending: "_Pending") -> None:
-        """Check, authenticate, route and plan a request from its headers (raises to refuse it)."""
+        """Check, authenticate, route and plan a request from its headers (raises to refuse it).
+        A CORS preflight from an allowed origin only gets `pending.preflight`, its answer."""
         pending.raw_fields = flow.request.headers.fields
         pending.fields = fields = _fields(flow.request.headers)
         pending.first = first = check_request_headers(fields)
+        # Browser rules (browser.py): not for replays, the operator's own from mitmweb or the console.
+        browsers = self.state.browsers if self.state is not None and flow.is_replay != "request" else None
+        host = self._check_browser(flow, pending, browsers) if browsers is not None else None
+        if (
+            browsers is not None
+            and flow.request.method == "OPTIONS"
+            and "access-control-request-method" in first
+        ):
+            if self._plan_preflight(flow, pending, host):
+                return
         self._authenticate(flow)
         pending.upstream = self._upstream(flow)
-        pending.plan = plan_request(pending.upstream.route, fields, first)
+        route = pending.upstream.route
+        if browsers is not None:
+            site = first.get("sec-fetch-site")
+            pending.cors_origin = browser.check_origin(first.get("origin"), site, host, route.cors_origins)
+        pending.plan = plan_request(route, fields, first)
+
+    def _check_browser(self, flow: http.HTTPFlow, pending: "_Pending", policy: browser.BrowserPolicy):
+        """The Host check, and the Origin check against every origin some route allows (the route's
+        own list is checked once routed). Returns the request's Host for the own-origin check."""
+        first = pending.first or {}
+        host = self._check_host(flow, policy)
+        origin = browser.check_origin(
+            first.get("origin"), first.get("sec-fetch-site"), host, policy.known_origins
+        )
+        if browser.origin_allowed(origin, host, policy.origins):
+            pending.cors_origin = origin  # allowed everywhere: a refusal below is readable too
+        return host
+
+    def _plan_preflight(self, flow: http.HTTPFlow, pending: "_Pending", host: str | None) -> bool:
+        """A CORS preflight from an origin the route allows gets the proxy's own answer
+        (`pending.preflight`); one from another origin is refused. False: not a browser's preflight."""
+        first = pending.first or {}
+        pending.upstream = self._upstream(flow)
+        route = pending.upstream.route
+        origin = browser.check_origin(first.get("origin"), None, host, route.cors_origins)
+        if origin is None:
+            return False
+        pending.cors_origin = origin
+        pending.preflight = browser.preflight_headers(
+            origin,
+            first.get("access-control-request-headers", ""),
+            route.request_headers.allows,
+            self.state is not None and self.state.bearer is not None,
+            first.get("access-control-request-private-network", "").lower() == "true",
+        )
+        return True
+
+    @staticmethod
+    def _check_host(flow: http.HTTPFlow, policy: browser.BrowserPolicy) -> str | None:
+        """On a reverse listener, where a request's Host names the proxy itself: refuse names it is
+        not known by (DNS rebinding). Returns the Host (or :authority) for the own-origin check."""
+        request = flow.request
+        hosts = request.headers.get_all("host")
+        if request.data.authority:  # absolute-form on HTTP/1, :authority on HTTP/2
+            hosts.append(request.data.authority.decode("utf-8", "surrogateescape"))
+        if isinstance(flow.client_conn.proxy_mode, ReverseMode):
+            policy.check_host(hosts)
+        return hosts[0] if hosts else None
+
+    def _answer_preflight(self, flow: http.HTTPFlow, pending: "_Pending") -> None:
+        """The proxy's own answer to a CORS preflight: never signed, never forwarded."""
+        flow.response = http.Response.make(204, b"", dict(pending.preflight or ()))
+        flow.metadata["proxysigv4"] = {"preflight": pending.cors_origin, "client_path": pending.client_target}
+        route = pending.upstream.route if pending.upstream else None
+        self._log(flow, f"OPTIONS {pending.client_target} -> (CORS preflight) ", route, pending.started)
 
     def _client_target(self, flow: http.HTTPFlow) -> str:
         # A replayed flow keeps the client path it was first received with.
@@ -441,6 +530,11 @@ class ProxySigV4:
         """The proxy's own answer, marked in mitmweb so it is not mistaken for AWS's."""
         flow.response = errors.error_response(status, error, message, pending.route_prefix)
         flow.response.headers.update(headers or {})
+        if pending.cors_origin is not None:  # the allowed page may read why
+            for name, value in browser.response_cors_headers(pending.cors_origin, ()):
+                flow.response.headers[name] = value
+        if error in BROWSER_REFUSALS:
+            log.warning("proxysigv4: refused %s %s: %s", flow.request.method, pending.client_target, message)
         flow.metadata["proxysigv4"] = {
             "rejected": error,
             "status": status,
@@ -591,6 +685,7 @@ class ProxySigV4:
             flow_path=flow_path if flow_path != path else None,
             sent_fields=sent_fields,
             redacted_fields=tuple([(k, hidden.get(k, v)) for k, v in sent_fields]) if hidden else sent_fields,
+            cors_origin=pending.cors_origin,
         )
         if route.timeout:
             in_flight.timer = asyncio.get_running_loop().call_later(
@@ -603,9 +698,14 @@ class ProxySigV4:
         (mitmproxy otherwise offers nothing to a plain-HTTP client's upstream: HTTP/1.1)."""
         state = self.state
         server = data.server
-        if state is None or not state.h2_targets or server.address is None or server.alpn_offers:
+        if state is None or server.address is None:
             return
-        if (server.address[0], server.address[1]) in state.h2_targets:
+        address = (server.address[0], server.address[1])
+        if address in state.tls_targets:
+            # keep_host_header (see configure) would let a TLS client's SNI reach a target that is
+            # also the --mode target: the route's target names its own TLS server.
+            server.sni = server.address[0]
+        if address in state.h2_targets and not server.alpn_offers:
             server.alpn_offers = (b"h2", b"http/1.1")
 
     # ---- responses -------------------------------------------------------------------------
@@ -622,6 +722,11 @@ class ProxySigV4:
         ):
             kept = kept if kept is not None else fields
             kept += tuple([h for h in websocket_accept_fields(fields) if h not in kept])
+        if in_flight.cors_origin is not None:
+            kept = kept if kept is not None else fields
+            names = [name.decode("latin-1") for name, _ in kept]
+            cors = browser.response_cors_headers(in_flight.cors_origin, names)
+            kept += tuple([(k.encode(), v.encode()) for k, v in cors])
         if kept is not None and kept != fields:
             response.headers.fields = kept
         # the decision reads only the first values it is given

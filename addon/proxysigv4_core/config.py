@@ -15,6 +15,7 @@ from urllib.parse import SplitResult, urlsplit
 
 import yaml
 
+from .browser import parse_host_pattern, parse_origin
 from .headers import HeaderPolicy, request_policy, response_policy
 from .inbound import BearerTokens, InboundError, parse_token
 from .inference import infer_service_region, infer_signing_algorithm, is_s3
@@ -38,10 +39,13 @@ ROUTE_KEYS = (
     "websocketAuth",
     "signingAlgorithm",
     "http2",
+    "corsOrigins",
 )
 GLOBAL_KEYS = (
     "allowUnauthenticatedRequests",
     "bearerTokens",
+    "allowedHosts",
+    "corsOrigins",
     "allowedRequestHeaders",
     "allowedResponseHeaders",
     "timeout",
@@ -110,6 +114,8 @@ class Route:
     http2: bool = False  # offer HTTP/2 (ALPN h2) to an https target even for HTTP/1 clients
     request_headers: HeaderPolicy = field(default_factory=request_policy)
     response_headers: HeaderPolicy = field(default_factory=response_policy)
+    # web origins whose pages may use this route (global corsOrigins and the route's own)
+    cors_origins: frozenset[str] = frozenset()
 
     @functools.cached_property
     def is_s3(self) -> bool:
@@ -133,6 +139,8 @@ class Config:
     routes: tuple[Route, ...]
     allow_unauthenticated_requests: bool | None = None
     bearer_tokens: BearerTokens = BearerTokens(())
+    allowed_hosts: tuple[str, ...] = ()  # Host names (and *. globs) clients may use beyond loopback's
+    cors_origins: frozenset[str] = frozenset()  # web origins allowed on every route
 
 
 def crt_available() -> bool:
@@ -214,6 +222,15 @@ def _header_list(value: object, key: str, where: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
         raise ConfigError(f"{where}: key {key!r}: expected a list of header names or globs")
     return tuple(v.strip().lower() for v in value)
+
+
+def _list(value: object, key: str, where: str, parse) -> tuple[str, ...]:
+    """A list (or one string) of entries, each checked by `parse(entry, where)`."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: key {key!r}: expected a list, got {value!r}")
+    return tuple(parse(v, f"{where}: key {key!r}") for v in value)
 
 
 def _timeout(value: object, where: str) -> float:
@@ -339,6 +356,8 @@ def parse_route(prefix: str, spec: object, globals_: dict, where: str) -> Route:
     )
     if algorithm != "sigv4":
         extra["signing_algorithm"] = algorithm
+    own_origins = _list(spec.get("corsOrigins", []), "corsOrigins", where, parse_origin)
+    extra["cors_origins"] = globals_.get("corsOrigins", frozenset()) | frozenset(own_origins)
     if "http2" in spec:
         if not isinstance(spec["http2"], bool):
             raise ConfigError(f"{where}: key 'http2': expected true or false")
@@ -397,6 +416,10 @@ def parse_config(document: object, source: str) -> Config:
             globals_["stream"] = _stream_mode(value, where)
         elif key == "bufferLimit":
             globals_["bufferLimit"] = parse_size(value, where)
+        elif key == "allowedHosts":
+            globals_["allowedHosts"] = _list(value, key, f"{source}: proxysigv4", parse_host_pattern)
+        elif key == "corsOrigins":
+            globals_["corsOrigins"] = frozenset(_list(value, key, f"{source}: proxysigv4", parse_origin))
         else:
             globals_[key] = _header_list(value, key, where)
     routes: dict[str, Route] = {}
@@ -413,7 +436,14 @@ def parse_config(document: object, source: str) -> Config:
         routes[prefix] = parse_route(prefix, _expand(spec, where), globals_, where)
     if not routes:
         raise ConfigError(f"{source}: 'proxysigv4:' defines no routes (keys starting with '/')")
-    return Config(source, tuple(routes.values()), allow_unauthenticated, bearer)
+    return Config(
+        source,
+        tuple(routes.values()),
+        allow_unauthenticated,
+        bearer,
+        globals_.get("allowedHosts", ()),
+        globals_.get("corsOrigins", frozenset()),
+    )
 
 
 def load_config(path: str) -> Config:

@@ -167,8 +167,16 @@ def request_policy(extra: Iterable[str] = ()) -> HeaderPolicy:
     )
 
 
+# The proxy's own CORS answer is the only one (browser.py): the upstream's never reaches the client.
+ALWAYS_REMOVED_RESPONSE_PATTERNS = ("access-control-*",)
+
+
 def response_policy(extra: Iterable[str] = ()) -> HeaderPolicy:
-    return HeaderPolicy(tuple(DEFAULT_RESPONSE_HEADERS) + tuple(extra), frozenset(ALWAYS_REMOVED_RESPONSE))
+    return HeaderPolicy(
+        tuple(DEFAULT_RESPONSE_HEADERS) + tuple(extra),
+        frozenset(ALWAYS_REMOVED_RESPONSE),
+        ALWAYS_REMOVED_RESPONSE_PATTERNS,
+    )
 
 
 def first_values(fields: list[tuple[str, str]]) -> dict[str, str]:
