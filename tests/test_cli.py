@@ -7,9 +7,10 @@ import time
 import pytest
 import requests
 import yaml
-from test_e2e_proxy import proxy_env, verifying
+from test_e2e_proxy import verifying
 
 from conftest import BIN, REGION, Upstream, aws_env, free_port, stop, wait_for_port
+from helpers import proxy_env
 
 pytestmark = pytest.mark.e2e
 CLI = str(BIN / "proxysigv4")
@@ -114,6 +115,37 @@ def test_run_web_starts_mitmweb_with_a_token(tmp_path):
                 f"http://127.0.0.1:{web_port}/flows", headers={"Authorization": f"Bearer {token}"}, timeout=10
             ).json()
             assert flows and flows[0]["request"]["path"] == "/x"
+        finally:
+            stop(proc)
+
+
+@pytest.mark.parametrize("extra", [(), ("--web", "--web-port", "0")], ids=["run", "run --web"])
+def test_run_applies_the_browser_rules(tmp_path, extra):
+    """`proxysigv4 run` (and with --web) refuses a rebinding Host and a cross-site Origin as
+    `mitmdump -s` does, and lets curl-like clients and a listed origin through."""
+    if extra:
+        extra = ("--web", "--web-port", str(free_port()))
+    with Upstream(verifying) as upstream:
+        route = {
+            "target": upstream.url,
+            "service": "execute-api",
+            "region": "eu-west-1",
+            "corsOrigins": ["http://localhost:3000"],
+        }
+        proc, url, _, _ = start_cli_run(tmp_path, {"/api": route}, *extra)
+        port = url.rsplit(":", 1)[1]
+        try:
+            for headers, status, error in (
+                ({}, 200, None),
+                ({"Host": f"rebind.test:{port}"}, 403, "host_not_allowed"),
+                ({"Origin": "https://evil.example"}, 403, "cross_origin_refused"),
+                ({"Sec-Fetch-Site": "cross-site"}, 403, "cross_origin_refused"),
+                ({"Origin": "http://localhost:3000"}, 200, None),
+            ):
+                r = requests.post(f"{url}/api/x", data=b"a=1", headers=headers, timeout=10)
+                assert r.status_code == status, (headers, r.text)
+                assert error is None or r.json()["error"] == error
+            assert len(upstream.received) == 2
         finally:
             stop(proc)
 
