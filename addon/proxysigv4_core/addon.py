@@ -608,6 +608,7 @@ class ProxySigV4:
                 ("host",),
                 redact_query(presigned.canonical_request),  # the token is in its query
                 presigned.string_to_sign,
+                signed_at,
             )
             signature = params["X-Amz-Signature"]
         else:
@@ -623,10 +624,7 @@ class ProxySigV4:
                 connection=tokens,
                 body_digest=body_digest,
             )
-            # the string to sign's 2nd and 3rd lines: when it was signed (also if a Date header
-            # carried the time) and the credential scope
-            _, signed_at, scope, _ = signed.string_to_sign.split("\n", 3)
-            signature = signed.signature
+            signed_at, scope, signature = signed.signed_at, signed.scope, signed.signature
         # mitmproxy keeps or closes both connections by the request's Connection token (see
         # headers' "Connection management"), and answers `Expect: 100-continue` itself (then drops
         # the header) if it is still there.

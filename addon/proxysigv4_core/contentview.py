@@ -45,7 +45,8 @@ def render(meta: dict | None) -> str:
         if diagnosis.get("detail"):
             lines += ["", diagnosis["detail"]]
     lines += ["", "--- canonical request ---", meta.get("canonical_request", "")]
-    lines += ["", "--- string to sign ---", meta.get("string_to_sign", "")]
+    string_to_sign = meta.get("string_to_sign") or "(computed inside awscrt for SigV4a, not exposed)"
+    lines += ["", "--- string to sign ---", string_to_sign]
     return "\n".join(lines) + "\n"
 
 
