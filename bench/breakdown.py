@@ -18,10 +18,10 @@ script: the part of an addon's cost that is not in its code.
 The addon's hook time is split further by feature (FEATURES: the first frame inside the hook,
 outermost first, that names one of a feature's functions decides): routing (path checks, route
 match, rewrite), request checks (header decoding and checks, inbound auth, body plan), header
-allowlist, signing (canonical request, hashes, HMAC), credentials (the cached credentials' look-up),
-response headers (allowlist, streaming decision), finish (secrets hidden again, request line made);
-what is left is the hooks' own code: `forward & record` (the request's target and signed headers
-set, mitmweb's record, the secrets to hide) and `hook entry` (the rest).
+allowlist, signing (botocore's add_auth: canonical request, hashes, HMAC), credentials (the cached
+credentials' look-up), response headers (allowlist, streaming decision), finish (secrets hidden
+again, request line made); what is left is the hooks' own code: `forward & record` (the request's
+target and signed headers set, mitmweb's record, the secrets to hide) and `hook entry` (the rest).
 
     python bench/breakdown.py [--seconds 15]      (make bench-breakdown; py-spy is in the test extras)
 """
@@ -58,7 +58,7 @@ FEATURES = (
         ),
     ),
     ("header allowlist", frozenset({"filter_request_headers"})),
-    ("signing", frozenset({"_sign", "sign_request_sigv4a", "presign_url"})),
+    ("signing", frozenset({"sign_request", "sign_request_sigv4a", "presign_url"})),
     ("credentials", frozenset({"_credentials"})),
     ("response headers", frozenset({"ProxySigV4.responseheaders"})),
     ("finish", frozenset({"ProxySigV4.response", "ProxySigV4.error", "_finish"})),

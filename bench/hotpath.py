@@ -1,8 +1,7 @@
 """Micro-benchmark of the addon's per-request work, in-process (no sockets):
 
-- route match, and route match + header filter + sign (`sign_upstream`), against bare botocore
-  `SigV4Auth.add_auth` on an equivalent AWSRequest and against `sign_request_botocore` (botocore's
-  own signer behind the same interface);
+- route match, and route match + header filter + sign (`sign_upstream`, which signs with
+  botocore), against bare botocore `SigV4Auth.add_auth` on an equivalent AWSRequest;
 - all of the addon's hooks for one request (requestheaders, request, responseheaders, response)
   on a mitmproxy test flow, as mitmproxy would call them.
 
@@ -25,7 +24,7 @@ from botocore.credentials import ReadOnlyCredentials
 
 from proxysigv4_core.config import parse_config
 from proxysigv4_core.routing import RouteTable, resolve
-from proxysigv4_core.signing import sign_request_botocore, sign_upstream
+from proxysigv4_core.signing import sign_upstream
 
 CREDS = ReadOnlyCredentials("AKIDEXAMPLE", "secret", None)
 HEADERS = [
@@ -120,23 +119,9 @@ def measure(n: int = 7000) -> dict:
             "bench",
         ).routes
     )
-    upstream = resolve(table, TARGET)
 
     def addon_work():
         sign_upstream(resolve(table, TARGET), "POST", HEADERS, BODY, CREDS)
-
-    def botocore_behind_same_interface():
-        sign_request_botocore(
-            method="POST",
-            url=upstream.url,
-            host_header=upstream.route.target.host_header,
-            headers=HEADERS[:2] + HEADERS[4:] + [("content-length", str(len(BODY)))],
-            body=BODY,
-            credentials=CREDS,
-            service="execute-api",
-            region="eu-west-1",
-            is_s3=False,
-        )
 
     def bare_botocore():
         request = AWSRequest(
@@ -156,7 +141,6 @@ def measure(n: int = 7000) -> dict:
         "route_match_us": best_us(lambda: resolve(table, TARGET), n),
         "route_filter_sign_us": best_us(addon_work, n),
         "bare_botocore_add_auth_us": best_us(bare_botocore, n),
-        "botocore_signer_same_interface_us": best_us(botocore_behind_same_interface, n),
         "all_addon_hooks_us": hooks_us(n // 2),
     }
 
@@ -165,7 +149,6 @@ LABELS = {
     "route_match_us": "route match",
     "route_filter_sign_us": "route match + header filter + sign",
     "bare_botocore_add_auth_us": "bare botocore SigV4Auth.add_auth",
-    "botocore_signer_same_interface_us": "botocore's signer behind the same call",
     "all_addon_hooks_us": "all addon hooks for one request",
 }
 

@@ -305,7 +305,7 @@ def test_breakdown_sorts_a_sampled_stack_by_where_the_time_went():
         "dispatch": 0.2,
         "mitmproxy rest": 0.1,
     }
-    assert shares["features"] == {"hook entry": 0.3}  # sign_upstream without _sign below it
+    assert shares["features"] == {"hook entry": 0.3}  # sign_upstream without sign_request below it
 
 
 def test_breakdown_sorts_the_addons_hook_samples_by_feature():
@@ -321,8 +321,8 @@ def test_breakdown_sorts_the_addons_hook_samples_by_feature():
         f"{hook};ProxySigV4.requestheaders (addon.py:345);_Pending.__init__ (<string>:3)": "request checks",
         f"{forward};sign_upstream (signing.py:560);filter_request_headers (headers.py:168);"
         "HeaderPolicy.filter (headers.py:123)": "header allowlist",
-        f"{forward};sign_upstream (signing.py:566);_sign (signing.py:282);"
-        "_canonical_request (signing.py:330)": "signing",
+        f"{forward};sign_upstream (signing.py:566);sign_request (signing.py:282);"
+        "SigV4Auth.add_auth (auth.py:468)": "signing",
         f"{forward};sign_upstream (signing.py:540)": "forward & record",  # its own lines
         f"{forward};mask_key_id (signing.py:55)": "forward & record",
         f"{hook};ProxySigV4.request (addon.py:378);ProxySigV4._credentials (addon.py:400)": "credentials",
