@@ -17,7 +17,8 @@ script: the part of an addon's cost that is not in its code.
 
 The addon's hook time is split further by feature (FEATURES: the first frame inside the hook,
 outermost first, that names one of a feature's functions decides): routing (path checks, route
-match, rewrite), request checks (header decoding and checks, inbound auth, body plan), header
+match, rewrite), browser rules (Host and Origin checks, CORS preflights), request checks (header
+decoding and checks, inbound auth, body plan), header
 allowlist, signing (botocore's add_auth: canonical request, hashes, HMAC), credentials (the cached
 credentials' look-up), response headers (allowlist, streaming decision), finish (secrets hidden
 again, request line made); what is left is the hooks' own code: `forward & record` (the request's
@@ -38,7 +39,6 @@ from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
 
 import load  # noqa: E402
 import throughput  # noqa: E402
@@ -49,18 +49,19 @@ SCRIPT_CLASSES = ("ProxySigV4", "Floor", "Reroute")
 CATEGORIES = ("hooks", "log line", "dispatch", "mitmproxy rest")
 # The addon's features, by the functions that do them (see the docstring).
 FEATURES = (
-    ("routing", frozenset({"_upstream", "resolve", "resolve_replay"})),
+    ("routing", frozenset({"upstream_for", "resolve", "resolve_replay"})),
+    ("browser rules", frozenset({"_check_browser", "check_host", "check_origin", "_plan_preflight"})),
     (
         "request checks",
         frozenset(
-            {"_fields", "check_request_headers", "_authenticate", "plan_request", "_client_target"}
-            | {"websocket_handshake", "connection_tokens", "first_values", "_Pending.__init__"}
+            {"header_fields", "check_request_headers", "authenticate", "plan_request", "pending_for"}
+            | {"websocket_handshake", "connection_tokens", "first_values", "Pending.__init__"}
         ),
     ),
     ("header allowlist", frozenset({"filter_request_headers"})),
     ("signing", frozenset({"sign_request", "sign_request_sigv4a", "presign_url"})),
     ("credentials", frozenset({"_credentials"})),
-    ("response headers", frozenset({"ProxySigV4.responseheaders"})),
+    ("response headers", frozenset({"ProxySigV4.responseheaders", "filter_response"})),
     ("finish", frozenset({"ProxySigV4.response", "ProxySigV4.error", "_finish"})),
 )
 FEATURE_NAMES = (*(name for name, _ in FEATURES), "forward & record", "hook entry")

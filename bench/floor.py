@@ -25,7 +25,8 @@ from botocore.credentials import ReadOnlyCredentials
 from mitmproxy import http
 from reroute import Reroute
 
-from proxysigv4_core.addon import content_length_header, log_request_line, skip_legacy_log_events
+from proxysigv4_core.internals import skip_legacy_log_events
+from proxysigv4_core.requestlog import log_request_line
 
 KEY, SECRET = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
 SERVICE = os.environ.get("FLOOR_SERVICE", "execute-api")
@@ -71,7 +72,7 @@ class Floor(Reroute):
         log_request_line(
             f"{flow.metadata['floor']}{response.status_code} "
             f"{(time.time() - flow.request.timestamp_start) * 1000:.1f}ms "
-            f"{content_length_header(response.headers.fields)}B route=/bench {SERVICE}/{REGION}"
+            f"{response.headers.get('content-length')}B route=/bench {SERVICE}/{REGION}"
         )
 
 

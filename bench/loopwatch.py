@@ -119,11 +119,18 @@ def _timed(name: str, hook):
     return timed
 
 
-# The addon's methods and the core functions its module calls, timed like the hooks: a profile of
-# the addon's work taken inside the live proxy (nested: _forward includes sign_upstream).
-_PARTS_METHODS = ("_prepare", "_forward", "_log")
-# _emit_request_line: the request line, logged after the response hook (on the loop's next turn).
-_PARTS_FUNCTIONS = ("resolve", "sign_upstream", "_emit_request_line")
+# The core functions the addon's hooks call, timed like the hooks, by the module that calls each
+# (where the name is looked up): a profile of the addon's work taken inside the live proxy (nested:
+# forward includes sign_upstream, prepare includes resolve). _emit_request_line: the request line,
+# logged after the response hook (on the loop's next turn).
+_PARTS_FUNCTIONS = (
+    ("proxysigv4_core.addon", "prepare"),
+    ("proxysigv4_core.intake", "resolve"),
+    ("proxysigv4_core.addon", "forward"),
+    ("proxysigv4_core.forwarding", "sign_upstream"),
+    ("proxysigv4_core.addon", "log_request"),
+    ("proxysigv4_core.requestlog", "_emit_request_line"),
+)
 _part_time: dict[str, list[float]] = {}  # "METHOD part" -> [calls, seconds]
 # The method of the request whose hook is running (per asyncio task: one per connection).
 _method: contextvars.ContextVar[str] = contextvars.ContextVar("method", default="?")
@@ -159,10 +166,8 @@ def _time_addon_hooks() -> bool:
             for name in _HOOKS:
                 setattr(addon, name, _timed(name, getattr(addon, name)))
             # and the parts of a request's work, measured in the same live process
-            for name in _PARTS_METHODS:
-                setattr(addon, name, _timed_part(name, getattr(addon, name)))
-            module = sys.modules[type(addon).__module__]
-            for name in _PARTS_FUNCTIONS:
+            for module_name, name in _PARTS_FUNCTIONS:
+                module = sys.modules[module_name]
                 setattr(module, name, _timed_part(name, getattr(module, name)))
             return True
     return False

@@ -44,14 +44,12 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "bench"))
 
 import load  # noqa: E402
 
-import conftest  # noqa: E402
-from fakests import FakeSTS  # noqa: E402
-from sigv4_verify import verify  # noqa: E402
+from peers import processes  # noqa: E402
+from peers.fakests import FakeSTS  # noqa: E402
+from peers.sigv4_verify import verify  # noqa: E402
 
 KEY, SECRET = "AKIABENCHSTATIC00001", "bench/static/secret"
 ROLE = "arn:aws:iam::123456789012:role/bench"
@@ -131,11 +129,11 @@ class Setups:
         self.procs: dict[str, subprocess.Popen] = {}
         self.ports: dict[str, int] = {}
         stack.callback(self.stop)  # also if one of them fails to start, after the others were started
-        self.upstream_port = conftest.free_port()
+        self.upstream_port = processes.free_port()
         self._spawn(
             "upstream", [sys.executable, str(ROOT / "bench" / "upstream.py"), str(self.upstream_port)]
         )
-        conftest.wait_for_port(self.upstream_port, self.procs["upstream"])
+        processes.wait_for_port(self.upstream_port, self.procs["upstream"])
         self.ports["direct"] = self.upstream_port
         self.sts = stack.enter_context(FakeSTS())
         up = f"http://127.0.0.1:{self.upstream_port}"
@@ -165,7 +163,7 @@ class Setups:
         ):
             if only is None or name in only:
                 port = self._free_port()
-                command = conftest.bare_mitmdump_command(up, port, *extra, *watcher)
+                command = processes.bare_mitmdump_command(up, port, *extra, *watcher)
                 self._mitmdump(name, command, env_reroute | more_env, port)
         route = {"service": "execute-api", "region": "us-east-1"}
         # timed: static's set-up with the addon's hooks and parts timed (see bench/loopwatch.py);
@@ -185,21 +183,21 @@ class Setups:
             port = self._free_port()
             if name == "command":
                 scripts = ["--set", f"scripts={ROOT / 'bench' / 'loopwatch.py'}"] if watch else []
-                program = str(conftest.BIN / "proxysigv4")
+                program = str(processes.BIN / "proxysigv4")
                 command = [program, "run", "-c", str(config), "-p", str(port), *scripts]
             else:
-                command = conftest.mitmdump_command(config, port, *watcher)
+                command = processes.mitmdump_command(config, port, *watcher)
             self._mitmdump(name, command, env | more_env, port)
         # The proxies start on every core at once (importing mitmproxy takes a CPU-second each),
         # then share the proxies' core, every thread of theirs.
         for name, port in self.ports.items():
             if name != "direct":
-                conftest.wait_for_port(port, self.procs[name])
+                processes.wait_for_port(port, self.procs[name])
                 pin_threads(self.procs[name].pid, PROXY_CPUS)
 
     def _free_port(self) -> int:
         """A free port none of the proxies started so far was given (they bind theirs later)."""
-        while (port := conftest.free_port()) in self.ports.values():
+        while (port := processes.free_port()) in self.ports.values():
             pass
         return port
 
@@ -228,7 +226,7 @@ class Setups:
 
     def stop(self) -> None:
         for proc in self.procs.values():
-            conftest.stop(proc)
+            processes.stop(proc)
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -520,8 +518,8 @@ def _checks(
 
 
 def _addon_profile(record: dict) -> dict:
-    """The addon's hooks, CPU per request, and the parts of its work, CPU per call (nested: _forward
-    includes sign_upstream, _prepare resolve; _emit_request_line, the request line logged once the
+    """The addon's hooks, CPU per request, and the parts of its work, CPU per call (nested: forward
+    includes sign_upstream, prepare resolve; _emit_request_line, the request line logged once the
     response is on its way, runs after the hooks), per request method, in µs."""
     hooks = record.get("hooks", {})
     per_method = {}

@@ -14,11 +14,11 @@ import requests
 import conftest
 
 BENCH = conftest.ROOT / "bench"
-sys.path.insert(0, str(BENCH))
 
 import throughput  # noqa: E402
 
 
+@pytest.mark.e2e  # starts processes
 def test_short_benchmark_run_checks_signatures_and_sts(capsys):
     cpus = os.sched_getaffinity(0)
     results = throughput.run(
@@ -73,15 +73,15 @@ def test_short_benchmark_run_checks_signatures_and_sts(capsys):
     assert set(parts) == {"GET", "POST", "PUT"}
     assert set(parts["GET"]) == {
         "resolve",
-        "_prepare",
+        "prepare",
         "sign_upstream",
-        "_forward",
-        "_log",
+        "forward",
+        "log_request",
         "_emit_request_line",
     }
-    # nested parts: the signature is inside _forward, the route lookup inside _prepare
-    assert parts["GET"]["sign_upstream"] < parts["GET"]["_forward"]
-    assert parts["GET"]["resolve"] < parts["GET"]["_prepare"]
+    # nested parts: the signature is inside forward, the route lookup inside prepare
+    assert parts["GET"]["sign_upstream"] < parts["GET"]["forward"]
+    assert parts["GET"]["resolve"] < parts["GET"]["prepare"]
 
 
 BLOCKING_SCRIPT = """
@@ -100,6 +100,7 @@ addons = [StallMaker()]
 """
 
 
+@pytest.mark.e2e  # starts processes
 def test_loopwatch_counts_blocking_and_busy_callbacks(tmp_path):
     script = tmp_path / "stall_maker.py"
     script.write_text(BLOCKING_SCRIPT)
@@ -164,6 +165,7 @@ time.sleep(30)
 """
 
 
+@pytest.mark.e2e  # starts processes
 def test_process_cpu_time_is_read_to_the_millisecond_with_ended_threads():
     proc = subprocess.Popen(
         [sys.executable, "-c", CPU_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
@@ -233,6 +235,7 @@ def test_a_shared_core_window_in_which_a_proxy_completed_nothing_is_measured_aga
     assert [s for p, s in calls if p == 2] == [0.5, 0.5, 1.0, 2.0, 4.0]
 
 
+@pytest.mark.e2e  # starts processes
 def test_shared_core_comparison_sees_what_a_proxy_costs_per_request(tmp_path):
     """The instruments behind the headline figures: a proxy that spends 3 ms more CPU per request
     forwards clearly fewer requests than bare mitmproxy and answers 3 ms later; a second bare one
@@ -289,7 +292,7 @@ def test_breakdown_sorts_a_sampled_stack_by_where_the_time_went():
         f"{loop};{dispatch};ProxySigV4.request (addon.py:378);sign_upstream (signing.py:560)": "hooks",
         f"{loop};{dispatch};Floor.response (floor.py:77)": "hooks",
         f"{loop};{dispatch};Reroute.request (reroute.py:20)": "hooks",
-        f"{loop};_emit_request_line (addon.py:755);Logger.handle (__init__.py:1028)": "log line",
+        f"{loop};_emit_request_line (requestlog.py:58);Logger.handle (__init__.py:1028)": "log line",
         f"{loop};{dispatch};Dumper.response (dumper.py:300)": "dispatch",
         f"{loop};ProxySigV4.refresh (addon.py:300)": "mitmproxy rest",  # not a hook
         f"{loop};Http1Server.read_headers (_http1.py:200)": "mitmproxy rest",
@@ -312,19 +315,23 @@ def test_breakdown_sorts_the_addons_hook_samples_by_feature():
     import breakdown as where
 
     hook = "BaseEventLoop._run_once (base_events.py:1987);AddonManager.invoke_addon (addonmanager.py:269)"
-    forward = f"{hook};ProxySigV4.request (addon.py:379);ProxySigV4._forward (addon.py:506)"
+    forward = f"{hook};ProxySigV4.request (addon.py:379);ProxySigV4._forward (addon.py:206);forward (forwarding.py:41)"
     stacks = {
-        f"{hook};ProxySigV4.requestheaders (addon.py:347);ProxySigV4._prepare (addon.py:389);"
-        "ProxySigV4._upstream (addon.py:468);resolve (routing.py:193)": "routing",
-        f"{hook};ProxySigV4.requestheaders (addon.py:347);ProxySigV4._prepare (addon.py:387);"
+        f"{hook};ProxySigV4.requestheaders (addon.py:347);prepare (intake.py:55);"
+        "upstream_for (intake.py:128);resolve (routing.py:193)": "routing",
+        f"{hook};ProxySigV4.requestheaders (addon.py:347);prepare (intake.py:52);"
         "check_request_headers (headers.py:190)": "request checks",
-        f"{hook};ProxySigV4.requestheaders (addon.py:345);_Pending.__init__ (<string>:3)": "request checks",
+        f"{hook};ProxySigV4.requestheaders (addon.py:345);pending_for (intake.py:38);Pending.__init__ (<string>:3)": (
+            "request checks"
+        ),
+        f"{hook};ProxySigV4.requestheaders (addon.py:347);prepare (intake.py:55);_check_browser (intake.py:70);"
+        "check_host (intake.py:80)": "browser rules",
         f"{forward};sign_upstream (signing.py:560);filter_request_headers (headers.py:168);"
         "HeaderPolicy.filter (headers.py:123)": "header allowlist",
         f"{forward};sign_upstream (signing.py:566);sign_request (signing.py:282);"
         "SigV4Auth.add_auth (auth.py:468)": "signing",
         f"{forward};sign_upstream (signing.py:540)": "forward & record",  # its own lines
-        f"{forward};mask_key_id (signing.py:55)": "forward & record",
+        f"{forward};mask_key_id (redaction.py:15)": "forward & record",
         f"{hook};ProxySigV4.request (addon.py:378);ProxySigV4._credentials (addon.py:400)": "credentials",
         f"{hook};ProxySigV4.responseheaders (addon.py:606);filter_response_fields (headers.py:190)": (
             "response headers"
@@ -338,11 +345,13 @@ def test_breakdown_sorts_the_addons_hook_samples_by_feature():
         assert where.feature(stack.split(";")) == expected, stack
     raw = "\n".join(f"{stack} 1" for stack in stacks)
     shares = where.shares(raw)
-    assert shares["hooks"] == 12 / 13 and shares["dispatch"] == 1 / 13, shares
-    assert shares["features"]["request checks"] == 2 / 13 and shares["features"]["forward & record"] == 2 / 13
-    assert abs(sum(shares["features"].values()) - 11 / 13) < 1e-9, shares  # the floor's is not one
+    assert shares["hooks"] == 13 / 14 and shares["dispatch"] == 1 / 14, shares
+    assert shares["features"]["request checks"] == 2 / 14 and shares["features"]["forward & record"] == 2 / 14
+    assert shares["features"]["browser rules"] == 1 / 14
+    assert abs(sum(shares["features"].values()) - 12 / 14) < 1e-9, shares  # the floor's is not one
 
 
+@pytest.mark.e2e  # starts processes
 def test_breakdown_splits_each_proxys_time_live():
     """bench/breakdown.py on real proxies for a few seconds: the addon's hooks are where its extra
     time is, more than the floor's, and bare mitmproxy has none."""

@@ -2,6 +2,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from helpers import streaming_routes
 from proxysigv4_core.headers import (
     RESPONSE_DECISION_HEADERS,
     connection_management,
@@ -248,7 +249,6 @@ _VALUES = [
 def test_decisions_from_first_values_equal_the_ones_from_the_fields(fields):
     """The hot path computes first_values once (check_request_headers returns them) and hands
     them to every decision: each must decide exactly as it does from the fields alone."""
-    from test_streaming import R
 
     from proxysigv4_core.headers import check_request_headers, websocket_handshake
     from proxysigv4_core.rejection import RequestRejected
@@ -264,7 +264,7 @@ def test_decisions_from_first_values_equal_the_ones_from_the_fields(fields):
         tokens = connection_tokens(fields, first)
         assert filter_request_headers(policy, fields, tokens) == filter_request_headers(policy, fields)
     assert websocket_handshake("GET", fields, first) == websocket_handshake("GET", fields)
-    for route in R.values():
+    for route in streaming_routes().values():
         for method in ("GET", "HEAD"):
             assert streams_response(route, fields, method, first) == streams_response(route, fields, method)
         try:
@@ -382,3 +382,15 @@ def test_an_upstream_connection_close_reaches_the_client_whatever_else_connectio
     # Connection may not strip the framing: Content-Length stays even when listed
     raw = ((b"Content-Length", b"2"), (b"Connection", b"content-length"))
     assert filter_response_fields(response_policy(), raw)[0] == ((b"Content-Length", b"2"),)
+
+
+@settings(max_examples=200, deadline=None)
+@given(names=st.lists(st.one_of(st.sampled_from(_NAMES), st.text(min_size=1, max_size=8)), max_size=12))
+def test_the_remembered_decisions_are_the_plain_ones(names):
+    """HeaderPolicy.allows remembers each name's decision (allows_raw too): asked again, or after
+    the memo was cleared, it must answer as the plain rule does."""
+    for policy in (request_policy(), response_policy(["x-custom-*"]), request_policy(["*"])):
+        for name in names + names:
+            assert policy.allows(name) == policy.decide(name)
+            raw = name.encode("latin-1", "replace")
+            assert policy.allows_raw(raw) == policy.decide(raw.decode("latin-1"))

@@ -1,14 +1,10 @@
-"""Answers the proxy gives itself: JSON errors for rejected requests and upstream failures."""
+"""Answers the proxy gives itself: JSON errors for rejected requests and upstream failures (sent
+in place of mitmproxy's HTML error pages by internals.install_json_error_pages)."""
 
 import json
 import logging
 
 from mitmproxy import http
-from mitmproxy.connection import ConnectionState
-from mitmproxy.net.http import http1
-from mitmproxy.proxy import commands
-from mitmproxy.proxy.layers.http import _http1, _http2
-from mitmproxy.proxy.layers.http._events import ResponseProtocolError
 
 log = logging.getLogger(__name__)
 ERROR_HEADER = "x-proxysigv4-error"
@@ -45,7 +41,7 @@ def forget(conn_id: str) -> None:
     failed_routes.pop(conn_id, None)
 
 
-def _json_error(conn_id: str, status: int, message: str) -> http.Response:
+def json_error(conn_id: str, status: int, message: str) -> http.Response:
     """The JSON answer for an upstream failure mitmproxy reports on a client connection."""
     timeout_message = timed_out_connections.pop(conn_id, None)
     route = failed_routes.pop(conn_id, None)
@@ -59,67 +55,3 @@ def _json_error(conn_id: str, status: int, message: str) -> http.Response:
     if status >= 500:
         return error_response(status, "upstream_unreachable", message, route)
     return error_response(status, "bad_request", message, route)
-
-
-def _send_protocol_error(server: _http1.Http1Server, event: ResponseProtocolError):
-    # Mirrors mitmproxy's own branch for ResponseProtocolError, with a JSON body instead of HTML.
-    if not (server.conn.state & ConnectionState.CAN_WRITE):
-        return
-    status = event.code.http_status_code()
-    if not server.response and status is not None:
-        response = _json_error(server.conn.id, status, event.message)
-        response.headers["connection"] = "close"
-        yield commands.SendData(server.conn, http1.assemble_response(response))
-    else:
-        forget(server.conn.id)
-    yield commands.CloseConnection(server.conn)
-
-
-def _send_h2_protocol_error(server: _http2.Http2Server, event: ResponseProtocolError) -> bool:
-    """HTTP/2: the same JSON answer on the stream, where mitmproxy would send its HTML page.
-    Returns False when mitmproxy's own handling applies (stream closed, headers already sent)."""
-    status = event.code.http_status_code()
-    if (
-        status is None
-        or server.is_closed(event.stream_id)
-        or not server.is_open_for_us(event.stream_id)
-        or server.h2_conn.streams[event.stream_id].state_machine.headers_sent
-    ):
-        forget(server.conn.id)
-        return False
-    response = _json_error(server.conn.id, status, event.message)
-    headers = [(b":status", b"%d" % response.status_code), *response.headers.fields]
-    server.h2_conn.send_headers(event.stream_id, headers)
-    server.h2_conn.send_data(event.stream_id, response.content or b"", end_stream=True)
-    return True
-
-
-def install_json_error_pages() -> None:
-    """Make mitmproxy's error pages (upstream refused, reset, timed out) JSON, for HTTP/1 and
-    HTTP/2 clients.
-
-    mitmproxy writes an HTML page for these and offers no hook to change it; this wraps the one
-    method per protocol that sends it. Idempotent.
-    """
-    original = _http1.Http1Server.send
-    if not getattr(original, "_proxysigv4", False):
-
-        def send(self, event):
-            if isinstance(event, ResponseProtocolError):
-                return _send_protocol_error(self, event)
-            return original(self, event)
-
-        send._proxysigv4 = True  # type: ignore[attr-defined]
-        _http1.Http1Server.send = send  # type: ignore[method-assign]
-
-    original_h2 = _http2.Http2Server._handle_event
-    if not getattr(original_h2, "_proxysigv4", False):
-
-        def handle_event(self, event):
-            if isinstance(event, ResponseProtocolError) and _send_h2_protocol_error(self, event):
-                yield commands.SendData(self.conn, self.h2_conn.data_to_send())
-                return
-            yield from original_h2(self, event)
-
-        handle_event._proxysigv4 = True  # type: ignore[attr-defined]
-        _http2.Http2Server._handle_event = handle_event  # type: ignore[method-assign]

@@ -4,10 +4,14 @@ The client path goes through the same routing and path hardening as a proxied re
 query-string signers (S3SigV4QueryAuth for S3, SigV4QueryAuth otherwise) sign the result.
 """
 
+from dataclasses import dataclass
+
+from botocore.auth import S3SigV4QueryAuth, SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 
 from .routing import RouteTable, Upstream, resolve
-from .signing import presign_url
+from .signing import _RECORD_KEY, _Recording
 
 DEFAULT_EXPIRES = 3600
 MAX_EXPIRES = 7 * 24 * 3600  # SigV4's limit for query-string authentication
@@ -47,3 +51,36 @@ def presign(
     credentials: ReadOnlyCredentials = credentials_for(route)
     signed = presign_url(method, upstream.url, credentials, route.service, route.region, route.is_s3, expires)
     return upstream, signed.url
+
+
+class _QueryAuth(_Recording, SigV4QueryAuth):
+    pass
+
+
+class _S3QueryAuth(_Recording, S3SigV4QueryAuth):
+    pass
+
+
+@dataclass(frozen=True)
+class PresignedRequest:
+    url: str
+    canonical_request: str
+    string_to_sign: str
+
+
+def presign_url(
+    method: str,
+    url: str,
+    credentials: ReadOnlyCredentials,
+    service: str,
+    region: str,
+    is_s3: bool,
+    expires: int,
+) -> PresignedRequest:
+    """botocore's query-string signer (S3SigV4QueryAuth for S3, SigV4QueryAuth otherwise) on a
+    request without body: the URL carries the signature, valid `expires` seconds."""
+    request = AWSRequest(method=method, url=url)
+    signer = _S3QueryAuth if is_s3 else _QueryAuth
+    signer(credentials, service, region, expires=expires).add_auth(request)
+    canonical_request, string_to_sign = request.context[_RECORD_KEY]
+    return PresignedRequest(request.url, canonical_request, string_to_sign)

@@ -1,0 +1,154 @@
+"""A planned request on its way: signed (by botocore), retargeted to its route's upstream, recorded
+for mitmweb, and tracked until its answer (what to hide again, what AWS may echo)."""
+
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlsplit
+
+from mitmproxy import http
+
+from .config import Route
+from .flowrecord import FlowRecord, set_record
+from .headers import connection_management, connection_tokens, first_values, websocket_handshake
+from .intake import Pending, header_fields
+from .presign import presign_url
+from .redaction import mask_key_id, redact_canonical, redact_query
+from .signing import SignedRequest, sign_upstream
+from .streaming import content_length
+
+# A WebSocket upgrade signed in its URL must be used at once: a minute is plenty.
+WEBSOCKET_PRESIGN_EXPIRES = 60
+
+
+@dataclass(slots=True)
+class InFlight:
+    """A request this addon signed and forwarded, until its response or error."""
+
+    route: Route
+    started: float
+    log_head: str  # the request line's first part: "METHOD client-path -> target-url "
+    timer: object | None = None  # the route timeout's handle
+    # What AWS may echo back in an error body (S3 does): scrubbed before the client sees it.
+    secrets: tuple[bytes, ...] = ()
+    # The signed headers with their secrets hidden, put back into the flow once it has left.
+    redacted: tuple[tuple[str, str], ...] = ()
+    flow_path: str | None = None  # a presigned path with its signature hidden, likewise
+    cors_origin: str | None = None  # an allowed web origin: the answer carries its CORS headers
+
+
+def forward(flow: http.HTTPFlow, pending: Pending, credentials, provider, body, body_digest=None) -> InFlight:
+    """Sign the request for its route, send it to the route's target, record it; `body` None: the
+    body streams (signed with the plan's payload hash and the client's Content-Length)."""
+    request = flow.request
+    fields = header_fields(request.headers)
+    first = first_values(fields)
+    handshake = websocket_handshake(request.method, fields, first)
+    tokens = connection_tokens(fields, first)
+    signed, path, flow_path = sign(
+        pending, request.method, fields, first, handshake, tokens, credentials, body, body_digest
+    )
+    extra = []
+    if handshake is None and (manage := connection_management(tokens)):
+        # mitmproxy keeps or closes both connections by this token (headers' "Connection management")
+        extra.append(("connection", manage))  # hop-by-hop: never signed
+    if expect := first.get("expect"):
+        extra.append(("expect", expect))  # never signed; mitmproxy answers it and drops it
+    if handshake:
+        extra += handshake  # the WebSocket handshake's own headers, not signed
+    route = pending.upstream.route
+    retarget(request, route, path, signed.headers + extra)
+    set_record(flow, record(flow, pending, signed, provider, credentials, streamed=body is None))
+    echoed = (signed.signature.encode(),) if signed.signature else ()
+    if credentials.token:
+        echoed += (credentials.token.encode(),)
+    return InFlight(
+        route,
+        pending.started,
+        f"{request.method} {pending.client_target} -> {pending.upstream.url} ",
+        secrets=echoed,
+        redacted=signed.redacted_secrets(),
+        flow_path=flow_path if flow_path != path else None,
+        cors_origin=pending.cors_origin,
+    )
+
+
+def sign(pending: Pending, method, fields, first, handshake, tokens, credentials, body, body_digest):
+    """The signed request, the path to send, and the path to keep in the flow once it has left
+    (a WebSocket upgrade signed in its URL keeps it with the signature hidden)."""
+    upstream, plan = pending.upstream, pending.plan
+    route = upstream.route
+    path = upstream.path + (f"?{upstream.query}" if upstream.query else "")
+    if handshake is not None and route.websocket_auth == "query":
+        return _presigned_upgrade(route, upstream.url, credentials)
+    signed = sign_upstream(
+        upstream,
+        method,
+        fields,
+        body,
+        credentials,
+        payload_hash=plan.payload_hash,
+        # a held body's own length is used; a streamed one's comes from the client's header
+        content_length=content_length(first) if body is None else None,
+        connection=tokens,
+        body_digest=body_digest,
+    )
+    return signed, path, path
+
+
+def _presigned_upgrade(route: Route, url: str, credentials) -> tuple[SignedRequest, str, str]:
+    """A WebSocket upgrade signed in its URL (X-Amz-Signature, ...), for upstreams that want that."""
+    presigned = presign_url(
+        "GET", url, credentials, route.service, route.region, route.is_s3, WEBSOCKET_PRESIGN_EXPIRES
+    )
+    parts = urlsplit(presigned.url)
+    params = dict(parse_qsl(parts.query))
+    signed = SignedRequest(
+        [("Host", route.target.host_header)],
+        ("host",),
+        redact_query(presigned.canonical_request),  # the token is in its query
+        presigned.string_to_sign,
+        params["X-Amz-Date"],
+        params["X-Amz-Credential"].split("/", 1)[1],
+        params["X-Amz-Signature"],
+    )
+    return signed, f"{parts.path}?{parts.query}", f"{parts.path}?{redact_query(parts.query)}"
+
+
+def retarget(request: http.Request, route: Route, path: str, headers: list[tuple[str, str]]) -> None:
+    """Send the request to the route's target with exactly `headers` (Host is among them)."""
+    target = route.target
+    request.scheme = target.scheme
+    request.host = target.host
+    request.port = target.port
+    request.path = path
+    # Origin-form on HTTP/1 (a client's absolute-form target is not passed on); :authority on h2/h3.
+    request.authority = target.host_header if (request.is_http2 or request.is_http3) else ""
+    request.headers = http.Headers(
+        [(k.encode("latin-1"), v.encode("utf-8", "surrogateescape")) for k, v in headers]
+    )
+
+
+def record(
+    flow: http.HTTPFlow, pending: Pending, signed: SignedRequest, provider, credentials, streamed: bool
+) -> FlowRecord:
+    """What mitmweb's SigV4 view, replay and the diagnosis read (no secret in it)."""
+    route = pending.upstream.route
+    payload = pending.plan.payload_hash or f"hashed, sha256 {signed.canonical_request.rsplit(chr(10), 1)[-1]}"
+    return {
+        "route": route.prefix,
+        "client_path": pending.client_target,
+        "target_url": pending.upstream.url,
+        "service": route.service,
+        "region": route.region,
+        "credential_source": route.credential_source,
+        "credential_method": provider.method,
+        "access_key_id": mask_key_id(provider.access_key_id),
+        "signed_at": signed.signed_at,
+        "credential_scope": signed.scope,
+        "signed_headers": list(signed.signed_headers),
+        "payload": payload + (" (streamed)" if streamed else ""),
+        "canonical_request": (
+            redact_canonical(signed.canonical_request) if credentials.token else signed.canonical_request
+        ),
+        "string_to_sign": signed.string_to_sign,
+        "replayed": flow.is_replay == "request",
+    }

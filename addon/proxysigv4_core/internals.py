@@ -1,0 +1,111 @@
+"""Every use of mitmproxy's private API, in one place: these are what may break on a mitmproxy
+upgrade (checked against 12.3.1). Each says what it relies on."""
+
+import logging
+
+from mitmproxy import ctx
+from mitmproxy import log as mitmproxy_log
+from mitmproxy.connection import ConnectionState
+from mitmproxy.net.http import http1
+from mitmproxy.proxy import commands
+from mitmproxy.proxy.layers.http import _http1, _http2
+from mitmproxy.proxy.layers.http._events import ResponseProtocolError
+
+from . import errors
+from .requestlog import is_request_line
+
+
+# ---- JSON error pages ---------------------------------------------------------------------------
+# Relies on: _http1.Http1Server.send and _http2.Http2Server._handle_event receiving the
+# ResponseProtocolError that makes mitmproxy write its HTML error page, and on the shape of
+# mitmproxy's own branch for it (mirrored below).
+def _send_protocol_error(server: _http1.Http1Server, event: ResponseProtocolError):
+    # Mirrors mitmproxy's own branch for ResponseProtocolError, with a JSON body instead of HTML.
+    if not (server.conn.state & ConnectionState.CAN_WRITE):
+        return
+    status = event.code.http_status_code()
+    if not server.response and status is not None:
+        response = errors.json_error(server.conn.id, status, event.message)
+        response.headers["connection"] = "close"
+        yield commands.SendData(server.conn, http1.assemble_response(response))
+    else:
+        errors.forget(server.conn.id)
+    yield commands.CloseConnection(server.conn)
+
+
+def _send_h2_protocol_error(server: _http2.Http2Server, event: ResponseProtocolError) -> bool:
+    """HTTP/2: the same JSON answer on the stream, where mitmproxy would send its HTML page.
+    Returns False when mitmproxy's own handling applies (stream closed, headers already sent)."""
+    status = event.code.http_status_code()
+    if (
+        status is None
+        or server.is_closed(event.stream_id)
+        or not server.is_open_for_us(event.stream_id)
+        or server.h2_conn.streams[event.stream_id].state_machine.headers_sent
+    ):
+        errors.forget(server.conn.id)
+        return False
+    response = errors.json_error(server.conn.id, status, event.message)
+    headers = [(b":status", b"%d" % response.status_code), *response.headers.fields]
+    server.h2_conn.send_headers(event.stream_id, headers)
+    server.h2_conn.send_data(event.stream_id, response.content or b"", end_stream=True)
+    return True
+
+
+def install_json_error_pages() -> None:
+    """Make mitmproxy's error pages (upstream refused, reset, timed out) JSON, for HTTP/1 and
+    HTTP/2 clients.
+
+    mitmproxy writes an HTML page for these and offers no hook to change it; this wraps the one
+    method per protocol that sends it. Idempotent.
+    """
+    original = _http1.Http1Server.send
+    if not getattr(original, "_proxysigv4", False):
+
+        def send(self, event):
+            if isinstance(event, ResponseProtocolError):
+                return _send_protocol_error(self, event)
+            return original(self, event)
+
+        send._proxysigv4 = True  # type: ignore[attr-defined]
+        _http1.Http1Server.send = send  # type: ignore[method-assign]
+
+    original_h2 = _http2.Http2Server._handle_event
+    if not getattr(original_h2, "_proxysigv4", False):
+
+        def handle_event(self, event):
+            if isinstance(event, ResponseProtocolError) and _send_h2_protocol_error(self, event):
+                yield commands.SendData(self.conn, self.h2_conn.data_to_send())
+                return
+            yield from original_h2(self, event)
+
+        handle_event._proxysigv4 = True  # type: ignore[attr-defined]
+        _http2.Http2Server._handle_event = handle_event  # type: ignore[method-assign]
+
+
+# ---- closing an upstream connection (route timeouts) ---------------------------------------------
+def close_upstream(client_conn_id: str, server_conn) -> bool:
+    """Close the upstream connection of a client connection's exchange; False when it is gone.
+    Relies on: the proxyserver addon's `connections` (client connection id -> its handler) and the
+    handler's `transports` and `close_connection`."""
+    proxyserver = ctx.master.addons.get("proxyserver")
+    handler = proxyserver.connections.get(client_conn_id) if proxyserver else None
+    if handler is None or server_conn not in handler.transports:
+        return False
+    handler.close_connection(server_conn)
+    return True
+
+
+# ---- the request line off mitmproxy's legacy log event -------------------------------------------
+def _not_request_line(record: logging.LogRecord) -> bool:
+    return not is_request_line(record)
+
+
+def skip_legacy_log_events() -> None:
+    """mitmproxy hands every log record to its deprecated `add_log` event as well, which wakes the
+    event loop and calls every addon (about 0.1 ms a record): the per-request lines skip that path;
+    the terminal, mitmweb's event log and other handlers still get them.
+    Relies on: mitmproxy.log.LegacyLogEvents being the root logger's handler for that event."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, mitmproxy_log.LegacyLogEvents) and _not_request_line not in handler.filters:
+            handler.addFilter(_not_request_line)

@@ -1,0 +1,80 @@
+"""A signed request's answer on its way back: response headers filtered (allowlist, the WebSocket
+handshake, CORS), the streaming decision, and AWS's refusals explained (diagnosis) with any
+echoed secret scrubbed."""
+
+import datetime
+import logging
+
+from mitmproxy import http
+
+from . import browser
+from .diagnosis import DIAGNOSIS_HEADER, diagnose, parse_aws_error
+from .flowrecord import record_of
+from .forwarding import InFlight
+from .headers import filter_response_fields, websocket_accept_fields, websocket_handshake
+from .intake import header_fields
+from .redaction import scrub_echoed_secrets
+from .streaming import streams_response
+
+log = logging.getLogger("proxysigv4")
+
+
+def filter_response(flow: http.HTTPFlow, in_flight: InFlight) -> None:
+    """The response headers the client gets, and whether the body streams."""
+    response = flow.response
+    assert response is not None
+    route = in_flight.route
+    fields = response.headers.fields
+    kept, first = filter_response_fields(route.response_headers, fields)
+    if response.status_code == 101 and websocket_handshake(
+        flow.request.method, header_fields(flow.request.headers)
+    ):
+        kept = kept if kept is not None else fields
+        kept += tuple([h for h in websocket_accept_fields(fields) if h not in kept])
+    if in_flight.cors_origin is not None:
+        kept = kept if kept is not None else fields
+        names = [name.decode("latin-1") for name, _ in kept]
+        cors = browser.response_cors_headers(in_flight.cors_origin, names)
+        kept += tuple([(k.encode(), v.encode()) for k, v in cors])
+    if kept is not None and kept != fields:
+        response.headers.fields = kept
+    stream = streams_response(route, (), flow.request.method, first)  # reads only the first values given
+    if stream is not None:
+        response.stream = stream
+
+
+def explain_refusal(flow: http.HTTPFlow, in_flight: InFlight, source: str) -> None:
+    """For an error answer that was held: attach an explanation when AWS rejected the signature
+    (shown in mitmweb, sent as a header), and scrub what AWS echoed of the secrets."""
+    response = flow.response
+    assert response is not None
+    _diagnose(flow, response, in_flight, source)
+    scrub_echoed_secrets(response, in_flight.secrets)
+
+
+def _diagnose(flow: http.HTTPFlow, response: http.Response, in_flight: InFlight, source: str) -> None:
+    error = parse_aws_error(response.content or b"", {k.lower(): v for k, v in response.headers.items()})
+    if error is None:
+        return
+    meta = record_of(flow)
+    route = in_flight.route
+    found = diagnose(
+        error,
+        route=route.prefix,
+        source=source,
+        service=route.service,
+        region=route.region,
+        canonical_request=meta.get("canonical_request"),
+        string_to_sign=meta.get("string_to_sign"),
+        access_key=meta.get("access_key_id"),
+        now=datetime.datetime.now(datetime.UTC),
+    )
+    if found is None:
+        return
+    meta["diagnosis"] = {"code": found.code, "summary": found.summary, "detail": found.detail}
+    response.headers[DIAGNOSIS_HEADER] = found.summary.encode("ascii", "replace").decode()
+    flow.comment = f"proxysigv4 diagnosis ({found.code}): {found.summary}"
+    flow.marked = ":warning:"
+    log.warning(
+        "proxysigv4: %s %s -> %s: %s", flow.request.method, meta.get("client_path"), found.code, found.summary
+    )
