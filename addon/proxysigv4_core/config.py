@@ -274,6 +274,33 @@ def parse_route(prefix: str, spec: object, globals_: dict, where: str) -> Route:
     if "target" not in spec:
         raise ConfigError(f"{where}: key 'target' is required")
     target = parse_target(spec["target"], where)
+    service, region, algorithm = _signing(spec, target, where)
+    extra = _role(spec, where) | _transfer(spec, globals_, target, where)
+    if algorithm != "sigv4":
+        extra["signing_algorithm"] = algorithm
+    request_extra = globals_.get("allowedRequestHeaders", ()) + _header_list(
+        spec.get("allowedRequestHeaders", []), "allowedRequestHeaders", where
+    )
+    response_extra = globals_.get("allowedResponseHeaders", ()) + _header_list(
+        spec.get("allowedResponseHeaders", []), "allowedResponseHeaders", where
+    )
+    own_origins = _list(spec.get("corsOrigins", []), "corsOrigins", where, parse_origin)
+    timeout = spec.get("timeout", globals_.get("timeout"))
+    return Route(
+        prefix=prefix,
+        target=target,
+        service=service,
+        region=region,
+        timeout=None if timeout is None else _timeout(timeout, where),
+        request_headers=request_policy(request_extra),
+        response_headers=response_policy(response_extra),
+        cors_origins=globals_.get("corsOrigins", frozenset()) | frozenset(own_origins),
+        **extra,
+    )
+
+
+def _signing(spec: dict, target: Target, where: str) -> tuple[str, str, str]:
+    """Service, region (or SigV4a region set) and algorithm: given, or inferred from the host."""
     inferred_service, inferred_region = infer_service_region(target.host)
     service = spec.get("service", inferred_service)
     region = spec.get("region", inferred_region)
@@ -299,26 +326,25 @@ def parse_route(prefix: str, spec: object, globals_: dict, where: str) -> Route:
             raise ConfigError(f"{where}: key 'websocketAuth': query is not available with sigv4a")
     else:
         _string(region, "region", where, _REGION, "an AWS region such as 'eu-west-1'")
+    return service, region, algorithm
+
+
+def _role(spec: dict, where: str) -> dict:
+    """Where the route's credentials come from: a profile, and a role assumed on top."""
+    extra: dict = {}
     role_arn = spec.get("roleArn")
     if role_arn is not None:
-        _string(role_arn, "roleArn", where, _ROLE_ARN, "expected arn:aws:iam::123456789012:role/Name")
-    extra: dict = {}
+        extra["role_arn"] = _string(
+            role_arn, "roleArn", where, _ROLE_ARN, "expected arn:aws:iam::123456789012:role/Name"
+        )
     if "roleSessionName" in spec:
+        rule = "2-64 characters of letters, digits and +=,.@-_"
         extra["role_session_name"] = _string(
-            spec["roleSessionName"],
-            "roleSessionName",
-            where,
-            _SESSION_NAME,
-            "2-64 characters of letters, digits and +=,.@-_",
+            spec["roleSessionName"], "roleSessionName", where, _SESSION_NAME, rule
         )
     if "externalId" in spec:
-        extra["external_id"] = _string(
-            spec["externalId"],
-            "externalId",
-            where,
-            _EXTERNAL_ID,
-            "2-1224 characters of \\w+=,.@:/-",
-        )
+        rule = "2-1224 characters of \\w+=,.@:/-"
+        extra["external_id"] = _string(spec["externalId"], "externalId", where, _EXTERNAL_ID, rule)
     if "durationSeconds" in spec:
         d = spec["durationSeconds"]
         if isinstance(d, bool) or not isinstance(d, int) or not 900 <= d <= 43200:
@@ -331,7 +357,13 @@ def parse_route(prefix: str, spec: object, globals_: dict, where: str) -> Route:
         if not isinstance(spec["profile"], str) or not spec["profile"]:
             raise ConfigError(f"{where}: key 'profile': expected a profile name")
         extra["profile"] = spec["profile"]
-    timeout = spec.get("timeout", globals_.get("timeout"))
+    return extra
+
+
+def _transfer(spec: dict, globals_: dict, target: Target, where: str) -> dict:
+    """How bodies and connections go: streaming, the buffer limit, payload signing, WebSocket
+    signing, HTTP/2 upstream."""
+    extra: dict = {}
     if "stream" in spec:
         extra["stream"] = _stream_mode(spec["stream"], where)
     elif "stream" in globals_:
@@ -340,43 +372,20 @@ def parse_route(prefix: str, spec: object, globals_: dict, where: str) -> Route:
         extra["buffer_limit"] = parse_size(spec["bufferLimit"], where)
     elif "bufferLimit" in globals_:
         extra["buffer_limit"] = globals_["bufferLimit"]
-    if "unsignedPayload" in spec:
-        if not isinstance(spec["unsignedPayload"], bool):
-            raise ConfigError(f"{where}: key 'unsignedPayload': expected true or false")
-        extra["unsigned_payload"] = spec["unsignedPayload"]
+    for key, field_name in (("unsignedPayload", "unsigned_payload"), ("http2", "http2")):
+        if key in spec:
+            if not isinstance(spec[key], bool):
+                raise ConfigError(f"{where}: key {key!r}: expected true or false")
+            extra[field_name] = spec[key]
+    if extra.get("http2") and target.scheme != "https":
+        raise ConfigError(
+            f"{where}: key 'http2': HTTP/2 upstream needs an https target (h2c is not supported)"
+        )
     if "websocketAuth" in spec:
         if spec["websocketAuth"] not in WEBSOCKET_AUTH:
             raise ConfigError(f"{where}: key 'websocketAuth': expected one of {', '.join(WEBSOCKET_AUTH)}")
         extra["websocket_auth"] = spec["websocketAuth"]
-    request_extra = globals_.get("allowedRequestHeaders", ()) + _header_list(
-        spec.get("allowedRequestHeaders", []), "allowedRequestHeaders", where
-    )
-    response_extra = globals_.get("allowedResponseHeaders", ()) + _header_list(
-        spec.get("allowedResponseHeaders", []), "allowedResponseHeaders", where
-    )
-    if algorithm != "sigv4":
-        extra["signing_algorithm"] = algorithm
-    own_origins = _list(spec.get("corsOrigins", []), "corsOrigins", where, parse_origin)
-    extra["cors_origins"] = globals_.get("corsOrigins", frozenset()) | frozenset(own_origins)
-    if "http2" in spec:
-        if not isinstance(spec["http2"], bool):
-            raise ConfigError(f"{where}: key 'http2': expected true or false")
-        if spec["http2"] and target.scheme != "https":
-            raise ConfigError(
-                f"{where}: key 'http2': HTTP/2 upstream needs an https target (h2c is not supported)"
-            )
-        extra["http2"] = spec["http2"]
-    return Route(
-        prefix=prefix,
-        target=target,
-        service=service,
-        region=region,
-        role_arn=role_arn,
-        timeout=None if timeout is None else _timeout(timeout, where),
-        request_headers=request_policy(request_extra),
-        response_headers=response_policy(response_extra),
-        **extra,
-    )
+    return extra
 
 
 def parse_config(document: object, source: str) -> Config:
@@ -386,42 +395,7 @@ def parse_config(document: object, source: str) -> Config:
     section = document["proxysigv4"]
     if not isinstance(section, dict) or not section:
         raise ConfigError(f"{source}: 'proxysigv4:' must be a mapping of routes and settings")
-    globals_: dict = {}
-    allow_unauthenticated = None
-    bearer = BearerTokens(())
-    for key, value in section.items():
-        key = str(key)
-        if key.startswith("/"):
-            continue
-        where = f"{source}: proxysigv4.{key}"
-        if key not in GLOBAL_KEYS:
-            raise _unknown_key(key, GLOBAL_KEYS, f"{source}: proxysigv4")
-        value = _expand(value, where)
-        if key == "allowUnauthenticatedRequests":
-            if isinstance(value, str) and value.lower() in ("true", "false"):
-                value = value.lower() == "true"
-            if not isinstance(value, bool):
-                raise ConfigError(f"{where}: expected true or false, got {value!r}")
-            allow_unauthenticated = value
-        elif key == "timeout":
-            globals_["timeout"] = _timeout(value, where)
-        elif key == "bearerTokens":
-            if not isinstance(value, list) or not value:
-                raise ConfigError(f"{where}: expected a list of tokens (e.g. ['${{PROXY_TOKEN}}'])")
-            try:
-                bearer = BearerTokens(tuple(parse_token(v, f"{where}[{i}]") for i, v in enumerate(value)))
-            except InboundError as e:
-                raise ConfigError(str(e)) from e
-        elif key == "stream":
-            globals_["stream"] = _stream_mode(value, where)
-        elif key == "bufferLimit":
-            globals_["bufferLimit"] = parse_size(value, where)
-        elif key == "allowedHosts":
-            globals_["allowedHosts"] = _list(value, key, f"{source}: proxysigv4", parse_host_pattern)
-        elif key == "corsOrigins":
-            globals_["corsOrigins"] = frozenset(_list(value, key, f"{source}: proxysigv4", parse_origin))
-        else:
-            globals_[key] = _header_list(value, key, where)
+    globals_ = _parse_globals(section, source)
     routes: dict[str, Route] = {}
     keys: dict[str, str] = {}
     for key, spec in section.items():
@@ -439,11 +413,52 @@ def parse_config(document: object, source: str) -> Config:
     return Config(
         source,
         tuple(routes.values()),
-        allow_unauthenticated,
-        bearer,
+        globals_.get("allowUnauthenticatedRequests"),
+        globals_.get("bearerTokens", BearerTokens(())),
         globals_.get("allowedHosts", ()),
         globals_.get("corsOrigins", frozenset()),
     )
+
+
+def _parse_globals(section: dict, source: str) -> dict:
+    """The settings (keys not starting with '/'), each checked, by their config key."""
+    globals_: dict = {}
+    for key, value in section.items():
+        key = str(key)
+        if key.startswith("/"):
+            continue
+        where = f"{source}: proxysigv4.{key}"
+        if key not in GLOBAL_KEYS:
+            raise _unknown_key(key, GLOBAL_KEYS, f"{source}: proxysigv4")
+        globals_[key] = _parse_global(key, _expand(value, where), where, f"{source}: proxysigv4")
+    return globals_
+
+
+def _parse_global(key: str, value, where: str, section: str):
+    if key == "allowUnauthenticatedRequests":
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            value = value.lower() == "true"
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if key == "timeout":
+        return _timeout(value, where)
+    if key == "bearerTokens":
+        if not isinstance(value, list) or not value:
+            raise ConfigError(f"{where}: expected a list of tokens (e.g. ['${{PROXY_TOKEN}}'])")
+        try:
+            return BearerTokens(tuple(parse_token(v, f"{where}[{i}]") for i, v in enumerate(value)))
+        except InboundError as e:
+            raise ConfigError(str(e)) from e
+    if key == "stream":
+        return _stream_mode(value, where)
+    if key == "bufferLimit":
+        return parse_size(value, where)
+    if key == "allowedHosts":
+        return _list(value, key, section, parse_host_pattern)
+    if key == "corsOrigins":
+        return frozenset(_list(value, key, section, parse_origin))
+    return _header_list(value, key, where)
 
 
 def load_config(path: str) -> Config:

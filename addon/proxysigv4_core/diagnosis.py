@@ -13,7 +13,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from .signing import redact_canonical
+from .redaction import redact_canonical
 
 DIAGNOSIS_HEADER = "x-proxysigv4-diagnosis"
 SIGNATURE_ERRORS = frozenset(
@@ -183,6 +183,22 @@ def diagnose(
         return None
     if code in ("RequestTimeTooSkewed", "RequestExpired") or _SKEW.search(message):
         return _skew(error, now)
+    found = _scope(error, route, source, service, region) or _credentials(error, route, access_key)
+    if found is not None or code.startswith("AccessDenied") and "credential" not in message.lower():
+        return found  # None: an authorization (IAM policy) denial, not a signing problem
+    if error.canonical_request is not None and canonical_request is not None:
+        return _mismatch(error, canonical_request, string_to_sign, access_key, route, source)
+    return Diagnosis(
+        code,
+        f"AWS computed a different signature ({message[:160]}); AWS did not return its canonical request, so "
+        "compare ours in the SigV4 view: common causes are a header changed after signing, a CNAME'd host "
+        "(set service/region), or the wrong secret key",
+    )
+
+
+def _scope(error: AwsError, route: str, source: str, service: str, region: str) -> Diagnosis | None:
+    """The credential scope's region or service is not the one AWS expects."""
+    code, message = error.code, error.message
     scope = _REGION_SCOPE.search(message)
     if scope or (code == "AuthorizationHeaderMalformed" and error.region):
         want = (scope and scope["want"]) or error.region
@@ -205,6 +221,12 @@ def diagnose(
             f"AWS expects service {want!r}, we signed for {service!r}: set `service: {want}` "
             f"on route {route} in {source}",
         )
+    return None
+
+
+def _credentials(error: AwsError, route: str, access_key: str | None) -> Diagnosis | None:
+    """Unknown or expired credentials, and API Gateway's and AWS's other signature complaints."""
+    code, message = error.code, error.message
     if code in ("InvalidClientTokenId", "UnrecognizedClientException", "InvalidAccessKeyId"):
         return Diagnosis(
             code,
@@ -226,46 +248,35 @@ def diagnose(
         )
     if code.startswith("IncompleteSignature"):
         return Diagnosis(code, f"AWS calls the signature incomplete: {message[:200]}")
-    if code.startswith("AccessDenied") and "credential" not in message.lower():
-        return None  # an authorization (IAM policy) denial, not a signing problem
-    if error.canonical_request is not None and canonical_request is not None:
-        theirs = redact_canonical(error.canonical_request.replace("\r\n", "\n"))
-        findings = compare_canonical(canonical_request, theirs)
-        diff = "\n".join(
-            difflib.unified_diff(
-                canonical_request.split("\n"),
-                theirs.split("\n"),
-                "canonical request (proxysigv4)",
-                "canonical request (AWS)",
-                lineterm="",
-            )
+    return None
+
+
+def _unified(ours: str, theirs: str, what: str) -> str:
+    return "\n".join(
+        difflib.unified_diff(
+            ours.split("\n"), theirs.split("\n"), f"{what} (proxysigv4)", f"{what} (AWS)", lineterm=""
         )
-        if findings:
-            return Diagnosis(code, "signature mismatch: " + "; ".join(findings), diff)
-        if error.string_to_sign and string_to_sign and error.string_to_sign.strip() != string_to_sign.strip():
-            sts_diff = "\n".join(
-                difflib.unified_diff(
-                    string_to_sign.split("\n"),
-                    error.string_to_sign.split("\n"),
-                    "string to sign (proxysigv4)",
-                    "string to sign (AWS)",
-                    lineterm="",
-                )
-            )
-            return Diagnosis(
-                code,
-                "signature mismatch: same canonical request, different string to sign "
-                "(credential scope or date)",
-                sts_diff,
-            )
+    )
+
+
+def _mismatch(
+    error: AwsError, canonical_request: str, string_to_sign: str | None, access_key, route: str, source: str
+) -> Diagnosis:
+    """AWS returned its canonical request: what differs, else the string to sign, else the key."""
+    code = error.code
+    theirs = redact_canonical((error.canonical_request or "").replace("\r\n", "\n"))
+    findings = compare_canonical(canonical_request, theirs)
+    if findings:
+        diff = _unified(canonical_request, theirs, "canonical request")
+        return Diagnosis(code, "signature mismatch: " + "; ".join(findings), diff)
+    if error.string_to_sign and string_to_sign and error.string_to_sign.strip() != string_to_sign.strip():
         return Diagnosis(
             code,
-            f"signature mismatch with the same canonical request and string to sign: the secret "
-            f"key does not belong to access key {access_key or '?'} (route {route} in {source})",
+            "signature mismatch: same canonical request, different string to sign (credential scope or date)",
+            _unified(string_to_sign, error.string_to_sign, "string to sign"),
         )
     return Diagnosis(
         code,
-        f"AWS computed a different signature ({message[:160]}); AWS did not return its canonical request, so "
-        "compare ours in the SigV4 view: common causes are a header changed after signing, a CNAME'd host "
-        "(set service/region), or the wrong secret key",
+        f"signature mismatch with the same canonical request and string to sign: the secret "
+        f"key does not belong to access key {access_key or '?'} (route {route} in {source})",
     )
