@@ -9,11 +9,12 @@ PORT ?= 8080
 
 install: $(STAMP)
 
-# Pick the first interpreter >= 3.12 (mitmproxy 12 needs it); .python-version selects one on pyenv machines.
+# The first interpreter >= 3.12 (mitmproxy 12 needs it); .python-version selects one on pyenv machines.
+FIND_PYTHON = for c in python3.13 python3.12 python3; do \
+	  if command -v $$c >/dev/null 2>&1 && $$c -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1; then echo $$c; break; fi; \
+	done
 $(STAMP): setup.cfg pyproject.toml
-	@py=""; for c in python3.13 python3.12 python3; do \
-	  if command -v $$c >/dev/null 2>&1 && $$c -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1; then py=$$c; break; fi; \
-	done; \
+	@py=$$($(FIND_PYTHON)); \
 	if [ -z "$$py" ]; then \
 	  echo "error: proxysigv4 needs Python >= 3.12 (mitmproxy 12 requires it); install python3.12 or newer and retry" >&2; exit 1; \
 	fi; \
@@ -31,12 +32,12 @@ $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
 	touch $@
 
 lint: install
-	$(VENV)/bin/ruff check addon tests bench
-	$(VENV)/bin/ruff format --check addon tests bench
+	$(VENV)/bin/ruff check addon tests bench peers
+	$(VENV)/bin/ruff format --check addon tests bench peers
 
 format: install
-	$(VENV)/bin/ruff format addon tests
-	$(VENV)/bin/ruff check --fix addon tests
+	$(VENV)/bin/ruff format addon tests bench peers
+	$(VENV)/bin/ruff check --fix addon tests bench peers
 
 test: install $(NODE_STAMP) lint
 	$(VENV)/bin/pytest -q -rs
@@ -44,22 +45,34 @@ test: install $(NODE_STAMP) lint
 run: install
 	$(VENV)/bin/proxysigv4 run -c $(CONFIG) -p $(PORT)
 
-demo: install
-	$(VENV)/bin/proxysigv4 demo
+# The demo needs only the package and its demo extra (moto server), in a venv of its own.
+DEMO_VENV := .venv-demo
+$(DEMO_VENV)/.installed: setup.cfg pyproject.toml
+	@py=$$($(FIND_PYTHON)); \
+	if [ -z "$$py" ]; then echo "error: proxysigv4 needs Python >= 3.12" >&2; exit 1; fi; \
+	$$py -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/python -m pip install --quiet -e '.[demo]'
+	touch $@
+
+demo: $(DEMO_VENV)/.installed
+	$(DEMO_VENV)/bin/proxysigv4 demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(DEMO_VENV) .pytest_cache .ruff_cache .hypothesis
 
 # Throughput against bare mitmproxy, the in-process hot path and 1 GiB streaming (< 3 min).
+# The benchmark imports the local peers (peers/) from the project's root.
+BENCH_ENV := PYTHONPATH=$(CURDIR)
+
 bench: install
-	$(PY) bench/run.py
+	$(BENCH_ENV) $(PY) bench/run.py
 
 bench-streaming: install
-	$(PY) bench/streaming.py
+	$(BENCH_ENV) $(PY) bench/streaming.py
 
 bench-hotpath: install
-	$(PY) bench/hotpath.py
+	$(BENCH_ENV) $(PY) bench/hotpath.py
 
 # Where a request's CPU time goes in bare mitmproxy, the floor and the addon (py-spy, ~40 s).
 bench-breakdown: install
-	$(PY) bench/breakdown.py
+	$(BENCH_ENV) $(PY) bench/breakdown.py

@@ -9,7 +9,6 @@ import argparse
 import hashlib
 import json
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,20 +17,19 @@ import requests
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
 
-import conftest  # noqa: E402
-from streams import BLOCK, StreamingUpstream, payload_digest, put_blocks, vm_hwm_kib, vm_rss_kib  # noqa: E402
+from peers import processes  # noqa: E402
+from peers.streams import BLOCK, StreamingUpstream, payload_digest, put_blocks, vm_hwm_kib, vm_rss_kib  # noqa: E402
 
 
 def start_mitmdump(routes: dict, env: dict, workdir: Path):
     config = workdir / "routes.yaml"
     config.write_text(yaml.safe_dump({"proxysigv4": routes}))
-    port = conftest.free_port()
+    port = processes.free_port()
     log = open(workdir / "mitmdump.log", "wb")
-    cmd = conftest.mitmdump_command(config, port, "-q")
+    cmd = processes.mitmdump_command(config, port, "-q")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    conftest.wait_for_port(port, proc)
+    processes.wait_for_port(port, proc)
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -77,16 +75,16 @@ def run(mib: int = 1024) -> dict:
     """1 GiB (by default) down from a local upstream and up to moto's S3, through mitmdump."""
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        with conftest.running_moto(workdir) as moto, StreamingUpstream() as upstream:
+        with processes.running_moto(workdir) as moto, StreamingUpstream() as upstream:
             routes = {
                 "/dl": {"target": upstream.url, "service": "execute-api", "region": "us-east-1"},
                 "/s3": {"target": moto.url, "service": "s3", "region": "us-east-1"},
             }
-            proc, url = start_mitmdump(routes, conftest.aws_env(moto), workdir)
+            proc, url = start_mitmdump(routes, processes.aws_env(moto), workdir)
             try:
                 return measure(url, proc.pid, mib * BLOCK)
             finally:
-                conftest.stop(proc)
+                processes.stop(proc)
 
 
 def print_table(results: dict) -> None:

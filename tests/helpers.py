@@ -2,6 +2,7 @@
 Chromium settings for browser tests."""
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -13,6 +14,9 @@ from pathlib import Path
 import requests
 
 from conftest import free_port, mitmdump_command, stop, wait_for_port
+from peers.sigv4_verify import verify
+from peers.upstream import verify_then_answer as peers_verify_then_answer
+from proxysigv4_core.config import parse_config
 
 PASSWORD = "web-test-password"
 # The static credentials the proxies under test sign with, and the verifying upstreams check.
@@ -124,3 +128,109 @@ def raw_exchange(proxy, request: bytes, timeout: float = 5) -> bytes:
         except TimeoutError:
             pass
     return raw
+
+
+def route(target: str, service: str = "execute-api", region: str = "eu-west-1", **extra) -> dict:
+    """A route's settings as the config file has them."""
+    return {"target": target, "service": service, "region": region, **extra}
+
+
+def verify_then_answer(headers=(("content-type", "text/plain"),), body=None, secrets=None, verifier=verify):
+    """peers.upstream.verify_then_answer, with KEY/SECRET as the known credentials by default."""
+    return peers_verify_then_answer(secrets or {KEY: (SECRET, None)}, headers, body, verifier)
+
+
+# What the proxy tests' verifying upstream answers with: AWS-like headers, and some the response
+# allowlist must drop (a cookie, an internal header, one the Connection header lists).
+VERIFYING_HEADERS = (
+    ("content-type", "application/json"),
+    ("etag", '"abc"'),
+    ("x-amzn-requestid", "req-1"),
+    ("x-amz-request-id", "req-2"),
+    ("set-cookie", "session=1"),
+    ("x-internal-debug", "secret-ish"),
+    ("x-custom-allowed", "yes"),
+    ("connection", "x-hop"),
+    ("x-hop", "must-go"),
+)
+verifying = verify_then_answer(
+    VERIFYING_HEADERS,
+    lambda received, verdict: json.dumps({"verdict": verdict.reason, "target": received.target}).encode(),
+)
+
+
+def get(url, **kw):
+    kw.setdefault("timeout", 10)
+    return requests.get(url, **kw)
+
+
+def start_role_proxy(start_proxy, tmp_path, sts, upstream, **role):
+    """A proxy with an assume-role route and a static route to `upstream`, STS at `sts`."""
+    routes = {
+        "/role": route(upstream.url, roleArn="arn:aws:iam::123456789012:role/r", **role),
+        "/static": route(upstream.url),
+    }
+    return start_proxy(routes, proxy_env(tmp_path) | {"AWS_ENDPOINT_URL_STS": sts.url})
+
+
+# Pieces hypothesis builds request targets from: traversal forms in every encoding, and route names.
+TARGET_PIECES = [
+    "%EF%BC%8E",
+    "%e2%88%95",
+    "api",
+    "v2",
+    "s3",
+    "root",
+    "q",
+    "..",
+    ".",
+    "%2e",
+    "%2E%2e",
+    "%252e",
+    "",
+    "a",
+    "%2F",
+    "%5c",
+    "\\",
+    "@evil",
+    "evil.com",
+    "%40",
+    ":",
+    "%3A",
+    "?",
+    "#",
+    "%00",
+    "%0a",
+    "~",
+    "%7E",
+    "x%20y",
+    "%ef%bc%8f",
+    "%c0%ae",
+    "http:",
+    "//",
+]
+
+
+def streaming_routes(**extra):
+    """Routes whose streaming and buffer settings the plan and streaming tests try (by prefix)."""
+    cfg = parse_config(
+        {
+            "proxysigv4": {
+                "/s3": {"target": "https://s3.us-east-1.amazonaws.com", "bufferLimit": "1m", **extra},
+                "/api": {
+                    "target": "https://a.execute-api.us-east-1.amazonaws.com",
+                    "bufferLimit": 1024,
+                    **extra,
+                },
+                "/lattice": {
+                    "target": "https://svc.example.com",
+                    "service": "vpc-lattice-svcs",
+                    "region": "us-east-1",
+                    "unsignedPayload": True,
+                    "bufferLimit": 1024,
+                },
+            }
+        },
+        "t",
+    )
+    return {r.prefix: r for r in cfg.routes}

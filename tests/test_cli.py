@@ -7,10 +7,9 @@ import time
 import pytest
 import requests
 import yaml
-from test_e2e_proxy import verifying
 
 from conftest import BIN, REGION, Upstream, aws_env, free_port, stop, wait_for_port
-from helpers import proxy_env
+from helpers import proxy_env, verifying, wait_for
 
 pytestmark = pytest.mark.e2e
 CLI = str(BIN / "proxysigv4")
@@ -69,12 +68,7 @@ def start_cli_run(tmp_path, routes, *extra, env=None):
 
 
 def wait_for_text(path, text, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in path.read_text():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{text!r} not in {path.read_text()!r}")
+    wait_for(lambda: text in path.read_text(), timeout)
 
 
 def test_run_signs_logs_a_curl_example_and_reloads_the_file(tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REGION, aws_env
-from streams import BLOCK, block
+from peers.streams import BLOCK, block
 
 pytestmark = pytest.mark.e2e
 AWS = str(Path(sys.executable).parent / "aws")

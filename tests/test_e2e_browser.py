@@ -15,25 +15,33 @@ import requests
 import yaml
 
 from conftest import Upstream, free_port
-from helpers import CHROMIUM, CHROMIUM_ARGS, KEY, SECRET, proxy_env, raw_exchange, running_mitmweb, wait_for
-from sigv4_verify import verify
+from helpers import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    proxy_env,
+    raw_exchange,
+    route,
+    running_mitmweb,
+    verify_then_answer,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 ALLOWED_PORT = free_port()
 ALLOWED = f"http://localhost:{ALLOWED_PORT}"
 
 
-def verified(received):
-    """Answer like AWS would: 200 with an ETag when the signature verifies, else 403."""
-    verdict = verify(received.method, received.target, received.headers, received.body, {KEY: (SECRET, None)})
-    body = json.dumps({"verified": verdict.ok, "method": received.method, "body": received.body.decode()})
-    headers = [("content-type", "application/json"), ("etag", '"e-1"'), ("x-amz-request-id", "r-1")]
-    headers.append(("access-control-allow-origin", "*"))  # never reaches the client
-    return (200 if verdict.ok else 403), headers, body.encode()
+# Like AWS: 200 with an ETag when the signature verifies, else 403; the upstream's own CORS
+# header must never reach the client.
+verified = verify_then_answer(
+    [("content-type", "application/json"), ("etag", '"e-1"'), ("x-amz-request-id", "r-1")]
+    + [("access-control-allow-origin", "*")],
+    lambda r, v: json.dumps({"verified": v.ok, "method": r.method, "body": r.body.decode()}).encode(),
+)
 
 
 def _route(upstream, service="execute-api", **extra):
-    return {"target": upstream.url, "service": service, "region": "us-east-1", **extra}
+    return route(upstream.url, service, "us-east-1", **extra)
 
 
 @pytest.fixture

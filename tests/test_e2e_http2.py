@@ -19,8 +19,8 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 
 from conftest import free_port
-from helpers import KEY, SECRET, proxy_env
-from sigv4_verify import verify
+from helpers import KEY, SECRET, proxy_env, route
+from peers.sigv4_verify import verify
 
 pytestmark = pytest.mark.e2e
 
@@ -145,19 +145,14 @@ def h2_upstream(pem):
         yield upstream
 
 
-def route(upstream, host="localhost", **extra):
-    return {
-        "target": f"https://{host}:{upstream.port}/prod",
-        "service": "execute-api",
-        "region": "eu-west-1",
-        **extra,
-    }
+def h2_route(upstream, host="localhost", **extra):
+    return route(f"https://{host}:{upstream.port}/prod", **extra)
 
 
 def test_http1_client_gets_http2_upstream_when_the_route_asks(start_proxy, tmp_path, pem, h2_upstream):
     proxy = start_proxy(
         # two names for the upstream: the h2 choice is per target host and port
-        {"/h2": route(h2_upstream, http2=True), "/h1": route(h2_upstream, host="127.0.0.1")},
+        {"/h2": h2_route(h2_upstream, http2=True), "/h1": h2_route(h2_upstream, host="127.0.0.1")},
         proxy_env(tmp_path),
         ("--set", f"ssl_verify_upstream_trusted_ca={pem['ca']}"),
     )
@@ -175,7 +170,7 @@ def test_http2_client_over_tls_gets_http2_upstream(start_proxy, tmp_path, pem, h
     """curl speaking h2 over TLS to the proxy (mitmproxy's own certificate, hence -k on that side
     only); the proxy's upstream connection verifies the upstream against the test CA."""
     proxy = start_proxy(
-        {"/api": route(h2_upstream)},
+        {"/api": h2_route(h2_upstream)},
         proxy_env(tmp_path),
         (
             "--set",
@@ -206,7 +201,7 @@ def test_http2_client_over_tls_gets_http2_upstream(start_proxy, tmp_path, pem, h
 
 
 def test_upstream_tls_is_verified_by_default(start_proxy, tmp_path, h2_upstream):
-    proxy = start_proxy({"/h2": route(h2_upstream, http2=True)}, proxy_env(tmp_path))
+    proxy = start_proxy({"/h2": h2_route(h2_upstream, http2=True)}, proxy_env(tmp_path))
     r = requests.get(f"{proxy.url}/h2/items", timeout=10)
     assert r.status_code == 502
     assert "certificate" in r.text.lower() or "verify" in r.text.lower(), r.text

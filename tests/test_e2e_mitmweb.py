@@ -14,7 +14,7 @@ from botocore.credentials import ReadOnlyCredentials
 
 from conftest import Upstream
 from helpers import CHROMIUM, CHROMIUM_ARGS, KEY, PASSWORD, SECRET, proxy_env, running_mitmweb, wait_for
-from sigv4_verify import verify
+from peers.sigv4_verify import verify
 
 pytestmark = pytest.mark.e2e
 

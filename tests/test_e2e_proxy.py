@@ -12,29 +12,10 @@ import pytest
 import requests
 
 from conftest import Upstream, free_port
-from fakests import FakeSTS
-from helpers import ENV_CREDS, KEY, SECRET, proxy_env, raw_exchange
-from sigv4_verify import verify
+from helpers import ENV_CREDS, KEY, SECRET, get, proxy_env, raw_exchange, route, start_role_proxy, verifying
+from peers.fakests import FakeSTS
 
 pytestmark = pytest.mark.e2e
-
-
-def verifying(received):
-    verdict = verify(received.method, received.target, received.headers, received.body, {KEY: (SECRET, None)})
-    status = 200 if verdict.ok else 403
-    headers = [
-        ("content-type", "application/json"),
-        ("etag", '"abc"'),
-        ("x-amzn-requestid", "req-1"),
-        ("x-amz-request-id", "req-2"),
-        ("set-cookie", "session=1"),
-        ("x-internal-debug", "secret-ish"),
-        ("x-custom-allowed", "yes"),
-        ("connection", "x-hop"),
-        ("x-hop", "must-go"),
-    ]
-    body = json.dumps({"verdict": verdict.reason, "target": received.target}).encode()
-    return status, headers, body
 
 
 @pytest.fixture
@@ -45,21 +26,13 @@ def upstream():
 
 @pytest.fixture
 def proxy(upstream, start_proxy, tmp_path):
-    def route(service, path="", **extra):
-        return {"target": upstream.url + path, "service": service, "region": "eu-west-1", **extra}
-
     routes = {
-        "/s3": route("s3"),
-        "/api": route("execute-api", "/prod"),
-        "/api/v2": route("execute-api", "/v2-stage", allowedResponseHeaders=["x-custom-*"]),
-        "/bedrock": route("bedrock"),
+        "/s3": route(upstream.url, "s3"),
+        "/api": route(upstream.url + "/prod"),
+        "/api/v2": route(upstream.url + "/v2-stage", allowedResponseHeaders=["x-custom-*"]),
+        "/bedrock": route(upstream.url, "bedrock"),
     }
     return start_proxy(routes, proxy_env(tmp_path))
-
-
-def get(url, **kw):
-    kw.setdefault("timeout", 10)
-    return requests.get(url, **kw)
 
 
 @pytest.mark.parametrize(
@@ -363,21 +336,6 @@ def test_bad_config_makes_mitmdump_exit_nonzero(start_proxy, tmp_path):
 
 
 # ---- credentials: STS slow, denied, called once -----------------------------------------------
-def start_role_proxy(start_proxy, tmp_path, sts, upstream, **role):
-    """A proxy with an assume-role route and a static route to `upstream`, STS at `sts`."""
-    routes = {
-        "/role": {
-            "target": upstream.url,
-            "service": "execute-api",
-            "region": "eu-west-1",
-            "roleArn": "arn:aws:iam::123456789012:role/r",
-            **role,
-        },
-        "/static": {"target": upstream.url, "service": "execute-api", "region": "eu-west-1"},
-    }
-    return start_proxy(routes, proxy_env(tmp_path) | {"AWS_ENDPOINT_URL_STS": sts.url})
-
-
 def test_slow_sts_does_not_block_other_routes_and_is_called_once(start_proxy, tmp_path):
     with FakeSTS(delay=3) as sts, sts.verifier({KEY: (SECRET, None)}) as upstream:
         proxy = start_role_proxy(start_proxy, tmp_path, sts, upstream)

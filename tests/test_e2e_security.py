@@ -13,18 +13,13 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from test_e2e_proxy import get, start_role_proxy, verifying
 
 from conftest import Upstream
-from fakests import FakeSTS
-from helpers import KEY, SECRET, proxy_env, raw_exchange
+from helpers import KEY, SECRET, get, proxy_env, raw_exchange, route, start_role_proxy, verifying
+from peers.fakests import FakeSTS
 
 pytestmark = pytest.mark.e2e
 TOKEN = "inbound-token-for-tests-0123456789"
-
-
-def api_route(upstream, **extra):
-    return {"target": upstream.url + "/prod", "service": "execute-api", "region": "eu-west-1", **extra}
 
 
 @pytest.fixture
@@ -36,7 +31,7 @@ def upstream():
 # ---- inbound authentication ---------------------------------------------------------------------
 def test_listening_on_all_interfaces_without_auth_refuses_to_start(start_proxy, tmp_path, upstream):
     proxy = start_proxy(
-        {"/api": api_route(upstream)},
+        {"/api": route(upstream.url + "/prod")},
         proxy_env(tmp_path),
         args=("--listen-host", "0.0.0.0"),
         expect_exit=True,
@@ -55,7 +50,7 @@ def test_bearer_token_required_and_not_forwarded(start_proxy, tmp_path, upstream
     routes = {
         "allowUnauthenticatedRequests": False,
         "bearerTokens": ["${PROXY_TOKEN}"],
-        "/api": api_route(upstream),
+        "/api": route(upstream.url + "/prod"),
     }
     proxy = start_proxy(routes, env)
     for headers in ({}, {"Authorization": "Bearer nope-nope-nope-nope"}, {"Authorization": f"Basic {TOKEN}"}):
@@ -70,7 +65,7 @@ def test_bearer_token_required_and_not_forwarded(start_proxy, tmp_path, upstream
 
 
 def test_mitmproxy_proxyauth_is_reused_and_its_header_not_forwarded(start_proxy, tmp_path, upstream):
-    routes = {"allowUnauthenticatedRequests": False, "/api": api_route(upstream)}
+    routes = {"allowUnauthenticatedRequests": False, "/api": route(upstream.url + "/prod")}
     proxy = start_proxy(routes, proxy_env(tmp_path), args=("--set", "proxyauth=alice:wonderland"))
     r = get(f"{proxy.url}/api/x")
     assert r.status_code == 401 and "basic" in r.headers.get("www-authenticate", "").lower()
@@ -120,7 +115,9 @@ MORE_ATTEMPTS = [
 def test_no_request_target_leaves_the_route_target(start_proxy, tmp_path, upstream, prefix):
     """Each attempt is sent raw; it is refused (400/404), or reaches the route's own host under
     its path prefix, never anything else."""
-    routes = {"/api": api_route(upstream)} if prefix == "/api/" else {"/": api_route(upstream)}
+    routes = (
+        {"/api": route(upstream.url + "/prod")} if prefix == "/api/" else {"/": route(upstream.url + "/prod")}
+    )
     proxy = start_proxy(routes, proxy_env(tmp_path))
     outcomes = {}
     for attempt in SEED_SSRF + MORE_ATTEMPTS:
@@ -176,7 +173,7 @@ def test_no_request_target_leaves_the_route_target(start_proxy, tmp_path, upstre
     ],
 )
 def test_header_injection_and_smuggling_forms_are_rejected(start_proxy, tmp_path, upstream, request_bytes):
-    proxy = start_proxy({"/api": api_route(upstream)}, proxy_env(tmp_path))
+    proxy = start_proxy({"/api": route(upstream.url + "/prod")}, proxy_env(tmp_path))
     try:
         raw = raw_exchange(proxy, request_bytes)
     except (ConnectionResetError, BrokenPipeError):
@@ -187,7 +184,9 @@ def test_header_injection_and_smuggling_forms_are_rejected(start_proxy, tmp_path
 
 def test_obsolete_line_folding_is_unfolded_never_smuggled(start_proxy, tmp_path, upstream):
     """RFC 9112 5.2 allows replacing obs-fold with a space; nothing may become a new header."""
-    proxy = start_proxy({"/api": api_route(upstream, allowedRequestHeaders=["x-test"])}, proxy_env(tmp_path))
+    proxy = start_proxy(
+        {"/api": route(upstream.url + "/prod", allowedRequestHeaders=["x-test"])}, proxy_env(tmp_path)
+    )
     raw = raw_exchange(
         proxy,
         b"GET /api/x HTTP/1.1\r\nHost: localhost\r\nX-Test: a\r\n Injected: 1\r\nConnection: close\r\n\r\n",
@@ -206,9 +205,9 @@ def test_no_secret_in_logs_saved_flows_or_error_bodies_at_any_verbosity(start_pr
     with FakeSTS() as sts, sts.verifier({KEY: (SECRET, None)}) as upstream:
         flows = tmp_path / "flows.mitm"
         routes = {
-            "/role": api_route(upstream, roleArn="arn:aws:iam::123456789012:role/r"),
-            "/static": api_route(upstream),
-            "/nocreds": api_route(upstream, profile="missing-profile"),
+            "/role": route(upstream.url + "/prod", roleArn="arn:aws:iam::123456789012:role/r"),
+            "/static": route(upstream.url + "/prod"),
+            "/nocreds": route(upstream.url + "/prod", profile="missing-profile"),
         }
         env = proxy_env(tmp_path) | {"AWS_ENDPOINT_URL_STS": sts.url}
         proxy = start_proxy(
@@ -238,7 +237,7 @@ def test_no_secret_in_logs_saved_flows_or_error_bodies_at_any_verbosity(start_pr
 def test_upstream_redirects_are_passed_back_not_followed(start_proxy, tmp_path):
     with Upstream(lambda r: (200, [], b"other")) as other:
         with Upstream(lambda r: (307, [("location", other.url + "/stolen")], b"")) as upstream:
-            proxy = start_proxy({"/api": api_route(upstream)}, proxy_env(tmp_path))
+            proxy = start_proxy({"/api": route(upstream.url + "/prod")}, proxy_env(tmp_path))
             r = requests.get(f"{proxy.url}/api/x", allow_redirects=False, timeout=10)
             assert r.status_code == 307 and r.headers["location"] == other.url + "/stolen"
             assert len(upstream.received) == 1 and other.received == []
@@ -246,11 +245,13 @@ def test_upstream_redirects_are_passed_back_not_followed(start_proxy, tmp_path):
 
 # ---- faults -------------------------------------------------------------------------------------
 def test_config_edits_take_effect_and_broken_edits_keep_the_last_good_table(start_proxy, tmp_path, upstream):
-    proxy = start_proxy({"/a": api_route(upstream)}, proxy_env(tmp_path))
+    proxy = start_proxy({"/a": route(upstream.url + "/prod")}, proxy_env(tmp_path))
     assert get(f"{proxy.url}/a/x").status_code == 200
     assert get(f"{proxy.url}/b/x").status_code == 404
     proxy.config.write_text(
-        yaml.safe_dump({"proxysigv4": {"/a": api_route(upstream), "/b": api_route(upstream)}})
+        yaml.safe_dump(
+            {"proxysigv4": {"/a": route(upstream.url + "/prod"), "/b": route(upstream.url + "/prod")}}
+        )
     )
     deadline = time.monotonic() + 10
     while get(f"{proxy.url}/b/x").status_code != 200 and time.monotonic() < deadline:
@@ -286,7 +287,7 @@ def test_clock_skew_answers_are_explained_naming_the_local_clock(
     start_proxy, tmp_path, body, content_type, expect_offset
 ):
     with Upstream(lambda r: (403, [("content-type", content_type)], body)) as upstream:
-        proxy = start_proxy({"/api": api_route(upstream)}, proxy_env(tmp_path))
+        proxy = start_proxy({"/api": route(upstream.url + "/prod")}, proxy_env(tmp_path))
         r = get(f"{proxy.url}/api/x")
         assert r.status_code == 403 and r.content == body  # AWS's own answer is kept for the client's SDK
         diagnosis = r.headers["x-proxysigv4-diagnosis"]
@@ -318,7 +319,7 @@ def test_temporary_credentials_refresh_ahead_of_expiry_with_zero_failures(start_
 
 def test_200_concurrent_clients_for_20_seconds_no_errors_no_leaks(start_proxy, tmp_path, upstream):
     proxy = start_proxy(
-        {"/api": api_route(upstream)}, proxy_env(tmp_path), args=("--set", "termlog_verbosity=warn")
+        {"/api": route(upstream.url + "/prod")}, proxy_env(tmp_path), args=("--set", "termlog_verbosity=warn")
     )
     pid = proxy.proc.pid
     get(f"{proxy.url}/api/warm")

@@ -12,15 +12,11 @@ import pytest
 import requests
 
 from conftest import REGION, Upstream, aws_env
-from helpers import KEY, SECRET, proxy_env
-from sigv4_verify import verify
-from streams import BLOCK, GIB, StreamingUpstream, payload_digest, put_blocks, vm_hwm_kib, vm_rss_kib
+from helpers import KEY, SECRET, proxy_env, route
+from peers.sigv4_verify import verify
+from peers.streams import BLOCK, GIB, StreamingUpstream, payload_digest, put_blocks, vm_hwm_kib, vm_rss_kib
 
 pytestmark = pytest.mark.e2e
-
-
-def route(upstream_url, service="execute-api", **extra):
-    return {"target": upstream_url, "service": service, "region": "eu-west-1", **extra}
 
 
 @pytest.mark.parametrize(

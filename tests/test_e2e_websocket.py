@@ -12,8 +12,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from conftest import free_port
-from helpers import KEY, SECRET, proxy_env
-from sigv4_verify import crt_query_signature, verify
+from helpers import KEY, SECRET, proxy_env, route
+from peers.sigv4_verify import crt_query_signature, verify
 
 pytestmark = pytest.mark.e2e
 HANDSHAKE = frozenset(
@@ -85,12 +85,7 @@ def ws_upstream():
 
 
 def ws_route(server, **extra):
-    return {
-        "target": f"http://127.0.0.1:{server.port}/production",
-        "service": "execute-api",
-        "region": "eu-west-1",
-        **extra,
-    }
+    return route(f"http://127.0.0.1:{server.port}/production", **extra)
 
 
 @pytest.mark.parametrize("auth", ["header", "query"])

@@ -14,11 +14,11 @@ from botocore.credentials import ReadOnlyCredentials
 from mitmproxy import exceptions
 from mitmproxy.test import taddons
 
+from peers.sigv4_verify import crt_query_signature
 from proxysigv4_core import ProxySigV4
 from proxysigv4_core.config import parse_config
 from proxysigv4_core.presign import MAX_EXPIRES, PresignError, presign
 from proxysigv4_core.routing import RequestRejected, RouteTable
-from sigv4_verify import crt_query_signature
 
 KEY, SECRET = "AKIAPRESIGNTEST00001", "presign/secret"
 WHEN = datetime.datetime(2026, 11, 26, 12, 0, 0, tzinfo=datetime.UTC)
@@ -147,7 +147,8 @@ def test_presign_cli(tmp_path):
 
 
 def test_presigned_secrets_are_hidden_for_the_record():
-    from proxysigv4_core.signing import REDACTED, presign_url, redact_query
+    from proxysigv4_core.presign import presign_url
+    from proxysigv4_core.redaction import REDACTED, redact_query
 
     signed = presign_url(
         "GET",

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import TARGET_PIECES
 from proxysigv4_core.config import parse_config
 from proxysigv4_core.routing import RequestRejected, RouteTable, canonical_query, resolve
 
@@ -151,43 +152,6 @@ def _decoded_segments(path: str) -> list[str]:
     from urllib.parse import unquote
 
     return [unquote(s) for s in path.split("/")]
-
-
-TARGET_PIECES = [
-    "%EF%BC%8E",
-    "%e2%88%95",
-    "api",
-    "v2",
-    "s3",
-    "root",
-    "q",
-    "..",
-    ".",
-    "%2e",
-    "%2E%2e",
-    "%252e",
-    "",
-    "a",
-    "%2F",
-    "%5c",
-    "\\",
-    "@evil",
-    "evil.com",
-    "%40",
-    ":",
-    "%3A",
-    "?",
-    "#",
-    "%00",
-    "%0a",
-    "~",
-    "%7E",
-    "x%20y",
-    "%ef%bc%8f",
-    "%c0%ae",
-    "http:",
-    "//",
-]
 
 
 @settings(max_examples=600, deadline=None)

@@ -16,12 +16,12 @@ from botocore.credentials import ReadOnlyCredentials
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from peers.sigv4_verify import verify, verify_sigv4a
 from proxysigv4_core import signing
 from proxysigv4_core.config import parse_config
 from proxysigv4_core.headers import filter_request_headers
 from proxysigv4_core.routing import RouteTable, resolve
 from proxysigv4_core.signing import sign_request, sign_upstream
-from sigv4_verify import verify, verify_sigv4a
 
 WHEN = datetime.datetime(2026, 11, 26, 23, 59, 58, tzinfo=datetime.UTC)
 ADDON = Path(__file__).resolve().parent.parent / "addon"

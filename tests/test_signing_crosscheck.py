@@ -4,10 +4,10 @@ awscrt, AWS's independent C signer, for a corpus of awkward paths, queries and h
 import pytest
 from botocore.credentials import ReadOnlyCredentials
 
+from peers.sigv4_verify import verify
 from proxysigv4_core.config import parse_config
 from proxysigv4_core.routing import RouteTable, resolve
 from proxysigv4_core.signing import sign_upstream
-from sigv4_verify import verify
 
 CREDS = ReadOnlyCredentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", None)
 TEMP = ReadOnlyCredentials("ASIATEMPORARY", "tempsecret/with+chars", "FQoGZXIvYXdzEJr//////////token==")

@@ -12,12 +12,12 @@ from awscrt import http as crt_http
 from botocore.credentials import ReadOnlyCredentials
 
 from conftest import Upstream
-from helpers import KEY, SECRET, proxy_env
+from helpers import KEY, SECRET, proxy_env, verify_then_answer
+from peers.sigv4_verify import verify_sigv4a
 from proxysigv4_core import config as config_module
 from proxysigv4_core.config import ConfigError, parse_config
 from proxysigv4_core.inference import infer_service_region, infer_signing_algorithm
-from proxysigv4_core.signing import sign_request_sigv4a
-from sigv4_verify import verify_sigv4a
+from proxysigv4_core.sigv4a import sign_request_sigv4a
 
 MRAP = "mfzwi23gnjvgw.mrap.accesspoint.s3-global.amazonaws.com"
 
@@ -94,7 +94,7 @@ def test_the_recorded_sigv4a_canonical_request_is_the_one_the_crt_signed(service
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from sigv4_verify import sigv4a_private_key
+    from peers.sigv4_verify import sigv4a_private_key
 
     host = url.split("/")[2]
     signed = sign_request_sigv4a(
@@ -156,12 +156,7 @@ def test_a_clear_error_when_awscrt_is_missing(monkeypatch):
         parse_config({"proxysigv4": {"/mrap": f"https://{MRAP}"}}, "t")
 
 
-def _verified(received):
-    """The upstream's answer: 200 if the request's SigV4a signature verifies, else 403 (the reason)."""
-    verdict = verify_sigv4a(
-        received.method, received.target, received.headers, received.body, {KEY: (SECRET, None)}
-    )
-    return (200 if verdict.ok else 403), [("content-type", "text/plain")], verdict.reason.encode()
+_verified = verify_then_answer(verifier=verify_sigv4a)  # 200 if the SigV4a signature verifies, else 403
 
 
 @pytest.mark.e2e

@@ -3,36 +3,12 @@ responses stream; and the settings that control them."""
 
 import pytest
 
+from helpers import streaming_routes
 from proxysigv4_core.config import DEFAULT_BUFFER_LIMIT, ConfigError, parse_config, parse_size
 from proxysigv4_core.routing import RequestRejected
 from proxysigv4_core.streaming import STREAM_THRESHOLD, RequestPlan, plan_request, streams_response
 
-
-def routes(**extra):
-    cfg = parse_config(
-        {
-            "proxysigv4": {
-                "/s3": {"target": "https://s3.us-east-1.amazonaws.com", "bufferLimit": "1m", **extra},
-                "/api": {
-                    "target": "https://a.execute-api.us-east-1.amazonaws.com",
-                    "bufferLimit": 1024,
-                    **extra,
-                },
-                "/lattice": {
-                    "target": "https://svc.example.com",
-                    "service": "vpc-lattice-svcs",
-                    "region": "us-east-1",
-                    "unsignedPayload": True,
-                    "bufferLimit": 1024,
-                },
-            }
-        },
-        "t",
-    )
-    return {r.prefix: r for r in cfg.routes}
-
-
-R = routes()
+R = streaming_routes()
 MIB = 1024 * 1024
 
 
@@ -122,7 +98,7 @@ def test_request_plan_rejections(prefix, headers, status, error):
     ],
 )
 def test_response_streaming_decision(stream, headers, method, expected):
-    route = routes(stream=stream)["/s3"]
+    route = streaming_routes(stream=stream)["/s3"]
     assert streams_response(route, headers, method) is expected
 
 

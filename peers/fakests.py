@@ -5,8 +5,7 @@ signed with any credentials it issued (and are not yet expired)."""
 import threading
 import time
 
-from conftest import Upstream
-from sigv4_verify import verify
+from .upstream import Upstream, verify_then_answer
 
 
 class FakeSTS:
@@ -63,13 +62,12 @@ class FakeSTS:
     def verifier(self, static: dict[str, tuple[str, None]] | None = None) -> Upstream:
         """An upstream accepting signatures by static keys or by issued, unexpired credentials."""
 
-        def answer(received):
+        def secrets():
             now = time.time()
-            secrets = dict(static or {})
+            known = dict(static or {})
             for k, (s, t, exp) in self.issued.items():
                 if exp > now and (self.accept_for is None or now < self.issued_at[k] + self.accept_for):
-                    secrets[k] = (s, t)
-            verdict = verify(received.method, received.target, received.headers, received.body, secrets)
-            return (200 if verdict.ok else 403), [("content-type", "text/plain")], verdict.reason.encode()
+                    known[k] = (s, t)
+            return known
 
-        return Upstream(answer)
+        return Upstream(verify_then_answer(secrets=secrets))
