@@ -116,13 +116,18 @@ def _presigned_upgrade(route: Route, url: str, credentials) -> tuple[SignedReque
 def retarget(request: http.Request, route: Route, path: str, headers: list[tuple[str, str]]) -> None:
     """Send the request to the route's target with exactly `headers` (Host is among them)."""
     target = route.target
-    request.scheme = target.scheme
-    request.host = target.host
-    request.port = target.port
-    request.path = path
+    # Set on the request's data directly: the public setters also rewrite the Host header (and
+    # IDNA-encode), which `headers` replace anyway (6.4 -> 0.1 µs; test_forwarding's
+    # test_retarget_equals_the_public_setters).
+    data = request.data
+    data.scheme = target.scheme.encode()
+    data.host = target.host
+    data.port = target.port
+    data.path = path.encode()
     # Origin-form on HTTP/1 (a client's absolute-form target is not passed on); :authority on h2/h3.
-    request.authority = target.host_header if (request.is_http2 or request.is_http3) else ""
-    request.headers = http.Headers(
+    data.authority = target.host_header.encode() if (request.is_http2 or request.is_http3) else b""
+    # set as mitmproxy holds them, whole (a new Headers object would check every field again)
+    request.headers.fields = tuple(
         [(k.encode("latin-1"), v.encode("utf-8", "surrogateescape")) for k, v in headers]
     )
 
