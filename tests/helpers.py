@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -234,3 +235,21 @@ def streaming_routes(**extra):
         "t",
     )
     return {r.prefix: r for r in cfg.routes}
+
+
+AWS = str(Path(sys.executable).parent / "aws")  # the AWS CLI of the venv
+
+
+def aws_cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The AWS CLI's environment for unsigned calls through the proxy: its own config (path-style
+    S3 addressing), no credentials or AWS settings of the machine."""
+    config = tmp_path / "aws-config"
+    config.write_text("[default]\nregion = us-east-1\ns3 =\n  addressing_style = path\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        AWS_CONFIG_FILE=str(config),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+        AWS_EC2_METADATA_DISABLED="true",
+        **extra,
+    )
+    return env

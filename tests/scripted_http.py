@@ -85,17 +85,15 @@ def _read_body(conn, buf, headers) -> bytes:
     return _read_exactly(conn, buf, int(values.get("content-length", "0") or 0))
 
 
-@dataclass
-class ScriptedUpstream:
-    """A threaded HTTP/1.1 upstream on 127.0.0.1 (see the behaviours above). `requests` counts
-    the requests it read, `connections` the connections it accepted."""
+class _ThreadedServer:
+    """A TCP server on 127.0.0.1 serving each connection in a thread (`_serve`), until closed."""
 
-    requests: int = 0
-    connections: int = 0
-    _stopped: bool = False
-    _sock: socket.socket = field(default_factory=socket.socket)
+    def __init__(self) -> None:
+        self.connections = 0
+        self._sock = socket.socket()
+        self._stopped = False
 
-    def __enter__(self) -> "ScriptedUpstream":
+    def __enter__(self):
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
         self._sock.listen(64)
@@ -116,6 +114,18 @@ class ScriptedUpstream:
                 return
             self.connections += 1
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class ScriptedUpstream(_ThreadedServer):
+    """A threaded HTTP/1.1 upstream on 127.0.0.1 (see the behaviours above). `requests` counts
+    the requests it read, `connections` the connections it accepted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests = 0
 
     def _serve(self, conn: socket.socket) -> None:
         buf = bytearray()
@@ -292,36 +302,15 @@ class RawClient:
         return data
 
 
-class ClosingFront:
+class ClosingFront(_ThreadedServer):
     """In front of a real upstream (moto): each request on a connection is passed on as it came
     (its signed Host included), and the answer comes back with `Connection: close`, the
     connection closing `delay` seconds later, as moto and busy servers do."""
 
     def __init__(self, target_port: int, delay: float = CLOSE_LATE_DELAY) -> None:
+        super().__init__()
         self.target_port, self.delay = target_port, delay
         self.requests = 0
-        self._sock = socket.socket()
-        self._stopped = False
-
-    def __enter__(self) -> "ClosingFront":
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(64)
-        self.port = self._sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self._accept, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stopped = True
-        self._sock.close()
-
-    def _accept(self) -> None:
-        while not self._stopped:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
         buf = bytearray()

@@ -2,29 +2,20 @@
 to moto with signature checking: multipart upload, the CLI's own payload modes, ranged GETs."""
 
 import hashlib
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import REGION, aws_env
+from helpers import AWS, aws_cli_env
 from peers.streams import BLOCK, block
 
 pytestmark = pytest.mark.e2e
-AWS = str(Path(sys.executable).parent / "aws")
 
 
 def aws(proxy_url: str, *args: str, tmp_path: Path) -> subprocess.CompletedProcess:
-    config = tmp_path / "aws-config"
-    config.write_text(f"[default]\nregion = {REGION}\ns3 =\n  addressing_style = path\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(
-        AWS_CONFIG_FILE=str(config),
-        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
-        AWS_EC2_METADATA_DISABLED="true",
-    )
+    env = aws_cli_env(tmp_path)
     return subprocess.run(
         [AWS, "--endpoint-url", f"{proxy_url}/s3", "--no-sign-request", *args],
         capture_output=True,

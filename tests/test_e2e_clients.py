@@ -4,11 +4,9 @@ addon, to moto (signature checking on) and to moto behind a front that answers
 prints the matrix (client x upstream -> ok/total, slowest call)."""
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,13 +18,13 @@ from botocore import UNSIGNED
 from botocore.config import Config
 
 from conftest import REGION, aws_env
+from helpers import AWS, aws_cli_env
 from scripted_http import ClosingFront
 
 pytestmark = pytest.mark.e2e
 MAX_SECONDS = 2.0
 CALLS = 5
 NODE_DIR = Path(__file__).resolve().parent / "node"
-AWS = str(Path(sys.executable).parent / "aws")
 STS_BODY = "Action=GetCallerIdentity&Version=2011-06-15"
 FORM = {"content-type": "application/x-www-form-urlencoded; charset=utf-8"}
 # A call is (ok, seconds, what went wrong).
@@ -117,16 +115,7 @@ def aws_cli(base: str, cell: str, tmp_path: Path, proxy_log: Callable[[], str]) 
     source.mkdir()
     for i in range(20):
         (source / f"f{i:02d}.txt").write_text(f"file {i}\n")
-    config = tmp_path / "aws-config"
-    config.write_text(f"[default]\nregion = {REGION}\ns3 =\n  addressing_style = path\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(
-        AWS_CONFIG_FILE=str(config),
-        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
-        AWS_EC2_METADATA_DISABLED="true",
-        AWS_MAX_ATTEMPTS="1",
-        AWS_RETRY_MODE="standard",
-    )
+    env = aws_cli_env(tmp_path, AWS_MAX_ATTEMPTS="1", AWS_RETRY_MODE="standard")
     common = [AWS, "--endpoint-url", f"{base}/s3", "--no-sign-request", "--cli-read-timeout", "2"]
     bucket = f"s3://cli-{cell}"
     calls = []
