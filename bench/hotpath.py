@@ -56,6 +56,7 @@ def best_us(fn, n: int) -> float:
 def hooks_us(n: int) -> float:
     """All of the addon's hooks for one POST with a 1 KiB JSON body, on mitmproxy test flows."""
     from mitmproxy import http
+    from mitmproxy.proxy.mode_specs import ProxyMode
     from mitmproxy.test import taddons, tflow, tutils
 
     from proxysigv4_core import ProxySigV4
@@ -76,6 +77,7 @@ def hooks_us(n: int) -> float:
         req = tutils.treq(method=b"POST", path=TARGET.encode(), host="127.0.0.1", port=8080, content=BODY)
         req.headers = headers
         f = tflow.tflow(req=req)
+        f.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:8080")  # path routes: reverse
         f.response = None
         return f
 

@@ -63,7 +63,15 @@ def client_flow(path: str, method: str = "GET", body: bytes = b"", headers=()):
         port=9,
         headers=((b"host", b"127.0.0.1:9"), *headers),
     )
-    return tflow.tflow(req=req)
+    return as_reverse(tflow.tflow(req=req))
+
+
+def as_reverse(flow):
+    """A flow as it arrives on a reverse-mode listener (tflow's are regular mode's)."""
+    from mitmproxy.proxy.mode_specs import ProxyMode
+
+    flow.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:9")
+    return flow
 
 
 def test_bad_config_raises_options_error_naming_file_route_and_key(tmp_path):
@@ -710,7 +718,7 @@ def test_web_pages_cannot_make_the_proxy_sign(tmp_path, caplog, host, headers, e
     assert any("refused POST /y/a" in r.getMessage() for r in caplog.records)
 
 
-def test_host_check_is_for_reverse_listeners_and_replays_are_the_operators(tmp_path):
+def test_path_routes_and_host_check_are_for_reverse_listeners_and_replays_are_the_operators(tmp_path):
     async def main():
         a = ProxySigV4()
         with taddons.context(a) as tctx:
@@ -722,10 +730,13 @@ def test_host_check_is_for_reverse_listeners_and_replays_are_the_operators(tmp_p
                 assert f.response is None and f.request.host == "abc.execute-api.eu-west-1.amazonaws.com", (
                     host
                 )
-            f = client_flow("/y/a", headers=((b"host", b"elsewhere.example"),))  # regular mode
+            # another listener's flow names its own host: passed through untouched (path routes
+            # and the browser rules are a reverse listener's)
+            f = tflow.tflow(req=tutils.treq(path=b"/y/a", headers=((b"host", b"elsewhere.example"), EVIL)))
+            before = f.request.copy()
             await a.requestheaders(f)
             await a.request(f)
-            assert f.response is None
+            assert f.response is None and f.request.data == before.data and "proxysigv4" not in f.metadata
             replay = reverse_flow("/y/a", "POST", (EVIL, (b"sec-fetch-site", b"cross-site")), b"evil.example")
             replay.is_replay = "request"
             await a.requestheaders(replay)

@@ -20,7 +20,7 @@ from .contentview import SigV4
 from .credentials import CredentialStore
 from .forwarding import InFlight, forward
 from .inbound import InboundError
-from .intake import Pending, pending_for, prepare
+from .intake import Pending, is_ours, pending_for, prepare
 from .presign import DEFAULT_EXPIRES
 from .redaction import hide_sent_secrets
 from .requestlog import log_request
@@ -164,7 +164,7 @@ class ProxySigV4:
     # ---- requests --------------------------------------------------------------------------
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Route and plan before the body is read: refuse early, or sign now and stream the body."""
-        if flow.response or flow.error or not flow.live:
+        if flow.response or flow.error or not flow.live or not is_ours(flow):
             return
         pending = pending_for(flow)
         try:
@@ -183,7 +183,7 @@ class ProxySigV4:
 
     async def request(self, flow: http.HTTPFlow) -> None:
         pending = self._pending.pop(flow.id, None)
-        if flow.response or flow.error or not flow.live or flow.id in self._in_flight:
+        if flow.response or flow.error or not flow.live or flow.id in self._in_flight or not is_ours(flow):
             return
         if pending is None:  # requestheaders did not see this flow (e.g. injected by an addon)
             pending = pending_for(flow)

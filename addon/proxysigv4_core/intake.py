@@ -33,6 +33,13 @@ class Pending:
         return self.upstream.route.prefix if self.upstream else None
 
 
+def is_ours(flow: http.HTTPFlow) -> bool:
+    """Path routes are a reverse proxy's: a flow that came in on another kind of listener (regular,
+    upstream, transparent, socks5, ...) names its own host and passes through as bare mitmproxy
+    would pass it: never rerouted, signed or refused."""
+    return isinstance(flow.client_conn.proxy_mode, ReverseMode)
+
+
 def pending_for(flow: http.HTTPFlow) -> Pending:
     # A replayed flow keeps the client path it was first received with.
     target = record_of(flow).get("client_path", flow.request.path) if flow.is_replay else flow.request.path
@@ -78,14 +85,13 @@ def _check_browser(state, flow: http.HTTPFlow, pending: Pending, first: dict[str
 
 
 def check_host(flow: http.HTTPFlow, policy: browser.BrowserPolicy) -> str | None:
-    """On a reverse listener, where a request's Host names the proxy itself: refuse names it is
-    not known by (DNS rebinding). Returns the Host (or :authority) for the own-origin check."""
+    """A reverse listener's request names the proxy itself in its Host: refuse names it is not
+    known by (DNS rebinding). Returns the Host (or :authority) for the own-origin check."""
     request = flow.request
     hosts = request.headers.get_all("host")
     if request.data.authority:  # absolute-form on HTTP/1, :authority on HTTP/2; as sent, not IDNA-decoded
         hosts.append(request.data.authority.decode("utf-8", "surrogateescape"))
-    if isinstance(flow.client_conn.proxy_mode, ReverseMode):
-        policy.check_host(hosts)
+    policy.check_host(hosts)
     return hosts[0] if hosts else None
 
 
