@@ -268,3 +268,55 @@ def test_missing_section_and_file_errors(tmp_path):
 def test_the_example_file_in_the_repository_is_valid():
     config = load_config(str(Path(__file__).resolve().parent.parent / "proxysigv4.yaml"))
     assert {"/api", "/search", "/orders", "/chat"} <= {r.prefix for r in config.routes}
+
+
+# ---- host routes (origin URLs, for mitmproxy's other modes) --------------------------------------
+def test_host_routes_name_an_origin_optionally_a_glob_and_a_path_prefix():
+    from proxysigv4_core.config import parse_config
+
+    config = parse_config(
+        {
+            "proxysigv4": {
+                "https://*.execute-api.eu-west-1.amazonaws.com": {},
+                "https://ABC.execute-api.us-east-1.amazonaws.com./prod/": {
+                    "roleArn": "arn:aws:iam::123456789012:role/r"
+                },
+                "http://localhost:8000": {"service": "execute-api", "region": "eu-west-1"},
+                "/path": "https://sts.amazonaws.com",
+            }
+        },
+        "f.yaml",
+    )
+    routes = {r.prefix: r for r in config.routes}
+    glob = routes["https://*.execute-api.eu-west-1.amazonaws.com"]
+    assert (glob.target.host, glob.target.port, glob.service, glob.region) == (
+        "*.execute-api.eu-west-1.amazonaws.com",
+        443,
+        "execute-api",
+        "eu-west-1",
+    )
+    exact = routes["https://abc.execute-api.us-east-1.amazonaws.com/prod"]
+    assert exact.target.path == "/prod" and exact.region == "us-east-1" and exact.role_arn.endswith("role/r")
+    assert routes["http://localhost:8000"].target.port == 8000
+
+
+@pytest.mark.parametrize(
+    "key, spec, message",
+    [
+        ("https://a.*.example.com", {"service": "s3", "region": "eu-west-1"}, "leftmost label"),
+        ("https://*x.example.com", {"service": "s3", "region": "eu-west-1"}, "leftmost label"),
+        ("https://x.example.com?a=1", {"service": "s3", "region": "eu-west-1"}, "query or fragment"),
+        ("https://x.example.com#f", {"service": "s3", "region": "eu-west-1"}, "query or fragment"),
+        ("https://user@x.example.com", {"service": "s3", "region": "eu-west-1"}, "without user info"),
+        ("https://x.example.com", {"target": "https://y.example.com"}, "takes no target"),
+        ("https://x.example.com/a/../b", {"service": "s3", "region": "eu-west-1"}, "'.', '..'"),
+        ("https://custom.example.com", {}, "cannot infer the signing service"),
+        ("ftp://x.example.com", {}, "unknown key"),
+        ("abc.execute-api.eu-west-1.amazonaws.com", {}, "unknown key"),
+    ],
+)
+def test_bad_host_routes_are_config_errors(key, spec, message):
+    from proxysigv4_core.config import parse_config
+
+    with pytest.raises(ConfigError, match=message):
+        parse_config({"proxysigv4": {key: spec}}, "f.yaml")

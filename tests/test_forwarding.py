@@ -41,7 +41,7 @@ def test_retarget_equals_the_public_setters(prefix, version, authority):
         return request
 
     ours = client_request()
-    retarget(ours, route, "/prod/a%20b?x=1", headers)
+    retarget(ours, route.target, "/prod/a%20b?x=1", headers)
     public = client_request()
     target = route.target
     public.scheme, public.host, public.port, public.path = (

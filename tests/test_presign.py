@@ -165,3 +165,31 @@ def test_presigned_secrets_are_hidden_for_the_record():
         assert quote(REDACTED, safe="") in text
     assert dict(parse_qsl(query))["X-Amz-Signature"] not in redact_query(query)
     assert "x=1" in redact_query(query)
+
+
+def test_a_host_route_presigns_a_full_url_for_its_own_host():
+    from botocore.credentials import ReadOnlyCredentials
+
+    from proxysigv4_core.config import parse_config
+    from proxysigv4_core.presign import PresignError, presign
+    from proxysigv4_core.routing import HostTable, RouteTable
+
+    routes = parse_config({"proxysigv4": {"https://*.s3.eu-west-1.amazonaws.com": {}}}, "t").routes
+    creds = ReadOnlyCredentials("AKIDEXAMPLE", "secret", None)
+    upstream, url = presign(
+        RouteTable(()),
+        "GET",
+        "https://bucket.s3.eu-west-1.amazonaws.com/a+b.pdf?x=1",
+        lambda r: creds,
+        600,
+        HostTable(routes),
+    )
+    assert url.startswith("https://bucket.s3.eu-west-1.amazonaws.com/a%2Bb.pdf?")
+    assert (
+        "X-Amz-Credential=AKIDEXAMPLE%2F" in url
+        and "%2Feu-west-1%2Fs3%2Faws4_request" in url
+        and "X-Amz-Expires=600" in url
+    )
+    assert upstream.route.prefix == "https://*.s3.eu-west-1.amazonaws.com"
+    with pytest.raises(PresignError, match="no host route matches"):
+        presign(RouteTable(()), "GET", "https://other.example/x", lambda r: creds, 600, HostTable(routes))

@@ -166,7 +166,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_presign(args: argparse.Namespace) -> int:
     from .credentials import CredentialSpec, load_credentials
     from .presign import PresignError, presign
-    from .routing import RequestRejected, RouteTable
+    from .routing import HostTable, RequestRejected, RouteTable
 
     try:
         config = load_config(args.config)
@@ -177,8 +177,10 @@ def cmd_presign(args: argparse.Namespace) -> int:
         return load_credentials(CredentialSpec.of(route)).get_frozen_credentials()
 
     try:
+        paths = tuple(r for r in config.routes if r.prefix.startswith("/"))
+        hosts = HostTable(tuple(r for r in config.routes if not r.prefix.startswith("/")))
         upstream, url = presign(
-            RouteTable(config.routes), args.method, args.path, credentials_for, args.expires
+            RouteTable(paths), args.method, args.path, credentials_for, args.expires, hosts
         )
     except (RequestRejected, PresignError) as e:
         raise CliError(str(e)) from e

@@ -18,7 +18,7 @@ def route_lines(state: State | None, credentials: CredentialStore) -> Sequence[s
     if state is None:
         return ["proxysigv4: no route table loaded"]
     lines = []
-    for route in sorted(state.table.routes, key=lambda r: r.prefix):
+    for route in sorted(state.config.routes, key=lambda r: r.prefix):
         provider = credentials.provider(route)
         if provider.last_error:
             status = f"error: {provider.last_error}"
@@ -37,7 +37,7 @@ def refresh(state: State | None, credentials: CredentialStore, prefixes: Sequenc
     """Forget and re-resolve the credentials of the given routes (all when none is given)."""
     if state is None:
         return "proxysigv4: no route table loaded"
-    routes = [r for r in state.table.routes if not prefixes or r.prefix in prefixes]
+    routes = [r for r in state.config.routes if not prefixes or r.prefix in prefixes]
     unknown = sorted(set(prefixes) - {r.prefix for r in routes})
     if unknown:
         raise exceptions.CommandError(f"proxysigv4: no such route: {', '.join(unknown)}")
@@ -69,7 +69,7 @@ def presigned_url(
         return frozen
 
     try:
-        _, url = presign(state.table, method, path, credentials_for, expires)
+        _, url = presign(state.table, method, path, credentials_for, expires, state.hosts)
     except (RequestRejected, PresignError) as e:
         raise exceptions.CommandError(f"proxysigv4: {e}") from e
     return url

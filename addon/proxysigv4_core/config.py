@@ -5,6 +5,7 @@ The shape is the Backstage plugin's: every key starting with `/` is a route, eit
 other keys are global settings. Every error names the file, the route and the key.
 """
 
+import dataclasses
 import difflib
 import functools
 import importlib.util
@@ -263,6 +264,52 @@ def normalise_prefix(prefix: str, where: str) -> str:
     return prefix.rstrip("/") or "/"
 
 
+def is_route_key(key: str) -> bool:
+    """A path route ('/prefix') or a host route (an origin URL, for mitmproxy's other modes)."""
+    return key.startswith(("/", "http://", "https://"))
+
+
+_GLOB_HOST = re.compile(r"^\*\.(?=[a-z0-9])")
+
+
+def parse_host_route(key: str, spec: object, globals_: dict, where: str) -> tuple[str, Route]:
+    """A host route: `'https://host[:port][/path-prefix]': {settings}`; requests through a
+    non-reverse listener to that origin are signed for their own host, not rewritten. The host may
+    start with `*.` (one label). Returns its normalised key and the route."""
+    try:
+        parts = urlsplit(key)
+        port = parts.port
+    except ValueError as e:
+        raise ConfigError(f"{where}: not a valid origin URL ({e})") from e
+    host = (parts.hostname or "").rstrip(".")
+    problem = None
+    if parts.scheme not in ("http", "https"):
+        problem = "the scheme must be http or https"
+    elif not host or parts.username is not None:
+        problem = "it needs a host, without user info"
+    elif parts.query or parts.fragment or key.endswith(("?", "#")):
+        problem = "a query or fragment is not allowed; only a path prefix"
+    elif "*" in _GLOB_HOST.sub("", host):
+        problem = "a glob may only be the leftmost label, as in https://*.execute-api.eu-west-1.amazonaws.com"
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
+    if isinstance(spec, dict) and "target" in spec:
+        raise ConfigError(f"{where}: key 'target': a host route signs for its own host; it takes no target")
+    settings = dict(spec or {}) if isinstance(spec, dict) or spec is None else spec
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{where}: expected a mapping of settings (or nothing), got {spec!r}")
+    path = normalise_prefix(parts.path, where) if parts.path not in ("", "/") else ""
+    default_port = 443 if parts.scheme == "https" else 80
+    port = port or default_port
+    sample = host.replace("*", "x", 1)  # service and region inferred from a name the glob matches
+    route = parse_route(
+        key, {**settings, "target": f"{parts.scheme}://{sample}:{port}{path}"}, globals_, where
+    )
+    normalised = f"{parts.scheme}://{host}" + (f":{port}" if port != default_port else "") + path
+    target = Target(parts.scheme, host, port, path, "")
+    return normalised, dataclasses.replace(route, prefix=normalised, target=target)
+
+
 def parse_route(prefix: str, spec: object, globals_: dict, where: str) -> Route:
     if isinstance(spec, str):
         spec = {"target": spec}
@@ -400,16 +447,23 @@ def parse_config(document: object, source: str) -> Config:
     keys: dict[str, str] = {}
     for key, spec in section.items():
         key = str(key)
-        if not key.startswith("/"):
+        if not is_route_key(key):
             continue
         where = f"{source}: route {key!r}"
-        prefix = normalise_prefix(key, where)
+        if key.startswith("/"):
+            prefix = normalise_prefix(key, where)
+            route = parse_route(prefix, _expand(spec, where), globals_, where)
+        else:
+            prefix, route = parse_host_route(key, _expand(spec, where), globals_, where)
         if prefix in routes:
             raise ConfigError(f"{where}: same prefix as route {keys[prefix]!r}")
         keys[prefix] = key
-        routes[prefix] = parse_route(prefix, _expand(spec, where), globals_, where)
+        routes[prefix] = route
     if not routes:
-        raise ConfigError(f"{source}: 'proxysigv4:' defines no routes (keys starting with '/')")
+        raise ConfigError(
+            f"{source}: 'proxysigv4:' defines no routes (keys starting with '/', or origin URLs "
+            "such as 'https://abc.execute-api.us-east-1.amazonaws.com')"
+        )
     return Config(
         source,
         tuple(routes.values()),
@@ -425,7 +479,7 @@ def _parse_globals(section: dict, source: str) -> dict:
     globals_: dict = {}
     for key, value in section.items():
         key = str(key)
-        if key.startswith("/"):
+        if is_route_key(key):
             continue
         where = f"{source}: proxysigv4.{key}"
         if key not in GLOBAL_KEYS:

@@ -6,7 +6,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from mitmproxy import http
 
-from .config import Route
+from .config import Route, Target
 from .flowrecord import FlowRecord, set_record
 from .headers import connection_management, connection_tokens, first_values, websocket_handshake
 from .intake import Pending, header_fields
@@ -55,7 +55,7 @@ def forward(flow: http.HTTPFlow, pending: Pending, credentials, provider, body, 
     if handshake:
         extra += handshake  # the WebSocket handshake's own headers, not signed
     route = pending.upstream.route
-    retarget(request, route, path, signed.headers + extra)
+    retarget(request, pending.upstream.target, path, signed.headers + extra)
     set_record(flow, record(flow, pending, signed, provider, credentials, streamed=body is None))
     echoed = (signed.signature.encode(),) if signed.signature else ()
     if credentials.token:
@@ -78,7 +78,7 @@ def sign(pending: Pending, method, fields, first, handshake, tokens, credentials
     route = upstream.route
     path = upstream.path + (f"?{upstream.query}" if upstream.query else "")
     if handshake is not None and route.websocket_auth == "query":
-        return _presigned_upgrade(route, upstream.url, credentials)
+        return _presigned_upgrade(route, upstream, credentials)
     signed = sign_upstream(
         upstream,
         method,
@@ -94,15 +94,15 @@ def sign(pending: Pending, method, fields, first, handshake, tokens, credentials
     return signed, path, path
 
 
-def _presigned_upgrade(route: Route, url: str, credentials) -> tuple[SignedRequest, str, str]:
+def _presigned_upgrade(route: Route, upstream, credentials) -> tuple[SignedRequest, str, str]:
     """A WebSocket upgrade signed in its URL (X-Amz-Signature, ...), for upstreams that want that."""
     presigned = presign_url(
-        "GET", url, credentials, route.service, route.region, route.is_s3, WEBSOCKET_PRESIGN_EXPIRES
+        "GET", upstream.url, credentials, route.service, route.region, route.is_s3, WEBSOCKET_PRESIGN_EXPIRES
     )
     parts = urlsplit(presigned.url)
     params = dict(parse_qsl(parts.query))
     signed = SignedRequest(
-        [("Host", route.target.host_header)],
+        [("Host", upstream.target.host_header)],
         ("host",),
         redact_query(presigned.canonical_request),  # the token is in its query
         presigned.string_to_sign,
@@ -113,9 +113,8 @@ def _presigned_upgrade(route: Route, url: str, credentials) -> tuple[SignedReque
     return signed, f"{parts.path}?{parts.query}", f"{parts.path}?{redact_query(parts.query)}"
 
 
-def retarget(request: http.Request, route: Route, path: str, headers: list[tuple[str, str]]) -> None:
-    """Send the request to the route's target with exactly `headers` (Host is among them)."""
-    target = route.target
+def retarget(request: http.Request, target: Target, path: str, headers: list[tuple[str, str]]) -> None:
+    """Send the request to `target` with exactly `headers` (Host is among them)."""
     # Set on the request's data directly: the public setters also rewrite the Host header (and
     # IDNA-encode), which `headers` replace anyway (6.4 -> 0.1 µs; test_forwarding's
     # test_retarget_equals_the_public_setters).

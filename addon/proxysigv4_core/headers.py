@@ -74,6 +74,7 @@ ALWAYS_REMOVED_REQUEST = HOP_BY_HOP | {
     "x-amz-date",
     "x-amz-security-token",
     "x-amz-content-sha256",
+    "x-amz-region-set",
     "cookie",
     "host",
     "forwarded",

@@ -9,10 +9,11 @@ from mitmproxy import http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from . import browser
+from .config import Route
 from .flowrecord import record_of
 from .headers import check_request_headers
 from .rejection import RequestRejected
-from .routing import Upstream, resolve, resolve_replay
+from .routing import Upstream, resolve, resolve_host, resolve_replay
 from .state import State
 from .streaming import RequestPlan, plan_request
 
@@ -27,23 +28,27 @@ class Pending:
     plan: RequestPlan | None = None
     cors_origin: str | None = None  # the request's allowed web origin (browser.check_origin)
     preflight: list[tuple[str, str]] | None = None  # a CORS preflight's answer, given by the proxy
+    host_route: Route | None = None  # the host route of a request through a non-reverse listener
 
     @property
     def route_prefix(self) -> str | None:
         return self.upstream.route.prefix if self.upstream else None
 
 
-def is_ours(flow: http.HTTPFlow) -> bool:
-    """Path routes are a reverse proxy's: a flow that came in on another kind of listener (regular,
-    upstream, transparent, socks5, ...) names its own host and passes through as bare mitmproxy
-    would pass it: never rerouted, signed or refused."""
-    return isinstance(flow.client_conn.proxy_mode, ReverseMode)
-
-
-def pending_for(flow: http.HTTPFlow) -> Pending:
+def pending_for(state: State | None, flow: http.HTTPFlow) -> Pending | None:
+    """A flow this addon handles, or None. Path routes are a reverse listener's; a flow from another
+    kind of listener (regular, upstream, transparent, socks5, ...) names its own host, and only a
+    host route for that host makes it ours: else it passes through as bare mitmproxy passes it,
+    never rerouted, signed or refused."""
+    host_route = None
+    if not isinstance(flow.client_conn.proxy_mode, ReverseMode):
+        r = flow.request
+        host_route = state.hosts.match(r.scheme, r.host, r.port, r.path) if state and state.hosts else None
+        if host_route is None:
+            return None
     # A replayed flow keeps the client path it was first received with.
     target = record_of(flow).get("client_path", flow.request.path) if flow.is_replay else flow.request.path
-    return Pending(target, time.monotonic())
+    return Pending(target, time.monotonic(), host_route=host_route)
 
 
 def header_fields(headers: http.Headers) -> list[tuple[str, str]]:
@@ -56,6 +61,9 @@ def prepare(state: State | None, flow: http.HTTPFlow, pending: Pending) -> None:
     A CORS preflight from an allowed origin only gets `pending.preflight`, its answer."""
     fields = header_fields(flow.request.headers)
     first = check_request_headers(fields)
+    if pending.host_route is not None:
+        _prepare_host_routed(state, flow, pending, fields, first)
+        return
     # Browser rules (browser.py): not for replays, the operator's own from mitmweb or the console.
     rules = state is not None and flow.is_replay != "request"
     host = _check_browser(state, flow, pending, first) if rules else None
@@ -68,6 +76,28 @@ def prepare(state: State | None, flow: http.HTTPFlow, pending: Pending) -> None:
     if rules:
         site = first.get("sec-fetch-site")
         pending.cors_origin = browser.check_origin(first.get("origin"), site, host, route.cors_origins)
+    pending.plan = plan_request(route, fields, first)
+
+
+def _prepare_host_routed(state, flow: http.HTTPFlow, pending: Pending, fields, first: dict[str, str]) -> None:
+    """A request through a forward listener to a host route's host: signed for that same host.
+    A browser page may trigger one only from an origin in corsOrigins (no own-origin exception:
+    the page is on the site the proxy signs for)."""
+    route = pending.host_route
+    if flow.is_replay != "request":
+        site = first.get("sec-fetch-site")
+        pending.cors_origin = browser.check_origin(first.get("origin"), site, None, route.cors_origins)
+    r = flow.request
+    pending.upstream = resolve_host(route, r.scheme, r.host, r.port, r.path)
+    if pending.cors_origin and r.method == "OPTIONS" and "access-control-request-method" in first:
+        pending.preflight = browser.preflight_headers(
+            pending.cors_origin,
+            first.get("access-control-request-headers", ""),
+            route.request_headers.allows,
+            False,
+            first.get("access-control-request-private-network", "").lower() == "true",
+        )
+        return
     pending.plan = plan_request(route, fields, first)
 
 

@@ -5,12 +5,13 @@ query-string signers (S3SigV4QueryAuth for S3, SigV4QueryAuth otherwise) sign th
 """
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from botocore.auth import S3SigV4QueryAuth, SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 
-from .routing import RouteTable, Upstream, resolve
+from .routing import HostTable, RouteTable, Upstream, resolve, resolve_host
 from .signing import _RECORD_KEY, _Recording
 
 DEFAULT_EXPIRES = 3600
@@ -37,12 +38,16 @@ def presign(
     client_target: str,
     credentials_for,
     expires: int = DEFAULT_EXPIRES,
+    hosts: HostTable | None = None,
 ) -> tuple[Upstream, str]:
-    """Route `client_target` (path and query, as a client would send it to the proxy) and presign
-    it, without a body (an empty payload's hash, or UNSIGNED-PAYLOAD for S3), with the credentials
-    `credentials_for(route)` returns. Method and expiry are checked before anything is routed."""
+    """Route `client_target` (path and query, as a client would send it to the proxy; or a full
+    URL, for a host route) and presign it, without a body (an empty payload's hash, or
+    UNSIGNED-PAYLOAD for S3), with the credentials `credentials_for(route)` returns. Method and
+    expiry are checked before anything is routed."""
     method = _check(method, expires)
-    upstream = resolve(table, client_target)
+    upstream = (
+        _host_upstream(hosts, client_target) if "://" in client_target else resolve(table, client_target)
+    )
     route = upstream.route
     if route.signing_algorithm != "sigv4":
         raise PresignError(
@@ -84,3 +89,17 @@ def presign_url(
     signer(credentials, service, region, expires=expires).add_auth(request)
     canonical_request, string_to_sign = request.context[_RECORD_KEY]
     return PresignedRequest(request.url, canonical_request, string_to_sign)
+
+
+def _host_upstream(hosts: HostTable | None, url: str) -> Upstream:
+    parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as e:
+        raise PresignError(f"{url!r} is not a URL: {e}") from e
+    target = parts.path or "/"
+    route = hosts.match(parts.scheme, parts.hostname or "", port, target) if hosts else None
+    if route is None:
+        raise PresignError(f"no host route matches {url!r}")
+    query = f"?{parts.query}" if parts.query else ""
+    return resolve_host(route, parts.scheme, parts.hostname or "", port, target + query)

@@ -9,11 +9,19 @@ import unicodedata
 from dataclasses import dataclass
 from urllib.parse import quote, quote_from_bytes, unquote, unquote_to_bytes
 
-from .config import Route
+from .config import Route, Target
 from .memo import memoised
 from .rejection import RequestRejected
 
-__all__ = ["RequestRejected", "RouteTable", "Upstream", "resolve", "resolve_replay"]
+__all__ = [
+    "HostTable",
+    "RequestRejected",
+    "RouteTable",
+    "Upstream",
+    "resolve",
+    "resolve_host",
+    "resolve_replay",
+]
 
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -31,15 +39,21 @@ _UNRESERVED_PATH = re.compile(r"[A-Za-z0-9/_.~-]*")
 
 @dataclass(frozen=True)
 class Upstream:
-    """Where a request goes: the route and the exact path and query sent on the wire."""
+    """Where a request goes: the route and the exact path and query sent on the wire; for a host
+    route, the request's own host (`host_target`)."""
 
     route: Route
     path: str
     query: str
+    host_target: Target | None = None
+
+    @property
+    def target(self) -> Target:
+        return self.host_target or self.route.target
 
     @property
     def url(self) -> str:
-        t = self.route.target
+        t = self.target
         return f"{t.scheme}://{t.host_header}{self.path}" + (f"?{self.query}" if self.query else "")
 
 
@@ -219,3 +233,52 @@ def resolve_replay(route: Route, scheme: str, host: str, port: int, raw_target: 
         )
     path = canonical_s3_path(raw_path) if route.is_s3 else wire_path(raw_path)
     return Upstream(route, path, canonical_query(raw_query))
+
+
+class HostTable:
+    """Host routes (keys that are origin URLs): the most specific match for a request that names
+    its own host: an exact host before a glob, a longer glob before a shorter, then the longest
+    path prefix."""
+
+    def __init__(self, routes: tuple[Route, ...]) -> None:
+        def specificity(route: Route) -> tuple:
+            host = route.target.host
+            return (not host.startswith("*."), len(host), len(route.target.path))
+
+        self._routes = sorted(routes, key=specificity, reverse=True)
+
+    def __bool__(self) -> bool:
+        return bool(self._routes)
+
+    @property
+    def routes(self) -> tuple[Route, ...]:
+        return tuple(self._routes)
+
+    def match(self, scheme: str, host: str, port: int, path: str) -> Route | None:
+        host = host.lower().rstrip(".")
+        for route in self._routes:
+            t = route.target
+            if t.scheme != scheme or t.port != port or not _host_matches(t.host, host):
+                continue
+            if not t.path or path == t.path or path.startswith(t.path + "/") or path.startswith(t.path + "?"):
+                return route
+        return None
+
+
+def _host_matches(pattern: str, host: str) -> bool:
+    """An exact name, or `*.rest`: one label (no dots) in front of `rest`."""
+    if not pattern.startswith("*."):
+        return pattern == host
+    label, dot, rest = host.partition(".")
+    return bool(dot) and bool(label) and rest == pattern[2:]
+
+
+def resolve_host(route: Route, scheme: str, host: str, port: int, raw_target: str) -> Upstream:
+    """A host-routed request goes to its own host, path and query, checked and encoded as sent."""
+    raw_path, _, raw_query = raw_target.partition("?")
+    raw_path = raw_path.split("#", 1)[0]
+    check_path(raw_path)
+    path = canonical_s3_path(raw_path) if route.is_s3 else wire_path(raw_path)
+    return Upstream(
+        route, path, canonical_query(raw_query), Target(scheme, host.lower().rstrip("."), port, "", "")
+    )

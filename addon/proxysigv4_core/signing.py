@@ -198,7 +198,7 @@ def sign_upstream(
     return sign(
         method=method,
         url=upstream.url,
-        host_header=route.target.host_header,
+        host_header=upstream.target.host_header,
         headers=headers,
         body=body or b"",
         credentials=credentials,

@@ -7,12 +7,12 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from mitmproxy.proxy.mode_specs import ProxyMode
+from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
 
 from . import browser
 from .config import Config, ConfigError, load_config
-from .inbound import BearerTokens, InboundError, require_auth
-from .routing import RouteTable
+from .inbound import BearerTokens, InboundError, is_loopback, require_auth
+from .routing import HostTable, RouteTable
 
 log = logging.getLogger("proxysigv4")
 RELOAD_INTERVAL = 1.0
@@ -23,7 +23,7 @@ class State:
     """The route table and what the request path needs of the config, derived once per load."""
 
     config: Config
-    table: RouteTable
+    table: RouteTable  # path routes ('/prefix'), for reverse listeners
     bearer: BearerTokens | None  # tokens every request must present, or None
     required_auth: bool  # inbound authentication required (bearer tokens or proxyauth)
     # (host, port) of https targets whose routes ask for HTTP/2 upstream
@@ -32,6 +32,7 @@ class State:
     browsers: browser.BrowserPolicy = browser.BrowserPolicy(frozenset(browser.LOCAL_NAMES))
     # (host, port) of https targets: their TLS names the target, never the client's SNI
     tls_targets: frozenset[tuple[str, int]] = frozenset()
+    hosts: HostTable = HostTable(())  # host routes (origin URLs), for mitmproxy's other listeners
 
 
 def derive_state(config: Config, options) -> State:
@@ -40,7 +41,12 @@ def derive_state(config: Config, options) -> State:
     has_proxyauth = "proxyauth" in options and bool(options.proxyauth)
     # Without mitmproxy's proxyserver (embedded use) nothing listens.
     modes = options.mode if "mode" in options else []
-    hosts = [ProxyMode.parse(m).listen_host(options.listen_host) for m in modes]
+    specs = [ProxyMode.parse(m) for m in modes]
+    hosts = [spec.listen_host(options.listen_host) for spec in specs]
+    forward_hosts = [
+        spec.listen_host(options.listen_host) for spec in specs if not isinstance(spec, ReverseMode)
+    ]
+    _check_forward_exposure(config, forward_hosts, has_proxyauth)
     required = require_auth(
         config.allow_unauthenticated_requests,
         hosts,
@@ -56,9 +62,27 @@ def derive_state(config: Config, options) -> State:
     )
     listen = [*hosts, options.listen_host] if "listen_host" in options else hosts
     policy = browser.BrowserPolicy.build(config.allowed_hosts, listen, config.cors_origins, route_origins)
-    h2 = frozenset((r.target.host, r.target.port) for r in config.routes if r.http2)
-    tls = frozenset((r.target.host, r.target.port) for r in config.routes if r.target.scheme == "https")
-    return State(config, RouteTable(config.routes), bearer, required, h2, policy, tls)
+    paths = tuple(r for r in config.routes if r.prefix.startswith("/"))
+    h2 = frozenset((r.target.host, r.target.port) for r in paths if r.http2)
+    tls = frozenset((r.target.host, r.target.port) for r in paths if r.target.scheme == "https")
+    hosts = HostTable(tuple(r for r in config.routes if not r.prefix.startswith("/")))
+    return State(config, RouteTable(paths), bearer, required, h2, policy, tls, hosts)
+
+
+def _check_forward_exposure(config: Config, forward_hosts: list[str], has_proxyauth: bool) -> None:
+    """Host routes sign what a forward listener receives, where bearer tokens do not apply (the
+    app's own Authorization is its own): beyond loopback, mitmproxy's proxyauth must guard it."""
+    if has_proxyauth or config.allow_unauthenticated_requests is True:
+        return
+    if not any(not r.prefix.startswith("/") for r in config.routes):
+        return
+    exposed = sorted({h or "0.0.0.0 (all interfaces)" for h in forward_hosts if not is_loopback(h)})
+    if exposed:
+        raise InboundError(
+            f"{config.source}: host routes sign requests that a forward listener on {', '.join(exposed)} "
+            "receives, from anyone who reaches it; listen on 127.0.0.1, or require mitmproxy's proxy "
+            "authentication (--set proxyauth=user:pass), or set allowUnauthenticatedRequests: true"
+        )
 
 
 def describe(state: State) -> str:
@@ -115,6 +139,9 @@ def ready_line(state: State, host: str, port: int) -> str:
     """Once mitmproxy listens: where, and a curl line to paste for the first route."""
     host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
     host = f"[{host}]" if ":" in host else host
+    if not state.table.routes:
+        names = ", ".join(r.prefix for r in state.hosts.routes)
+        return f"proxysigv4 ready on http://{host}:{port} (host routes only, for a forward proxy: {names})"
     first = sorted(state.table.routes, key=lambda r: r.prefix)[0]
     auth = ' -H "Authorization: Bearer $PROXY_TOKEN"' if state.bearer else ""
     return (
