@@ -816,3 +816,229 @@ def test_any_origin_needs_inbound_authentication(tmp_path, origin):
             tctx, a, tmp_path, {"corsOrigins": [origin], "bearerTokens": ["t" * 20], "/x": API}, name="b.yaml"
         )
         assert a.state.bearer is not None
+
+
+# ---- host routes: a forward proxy's requests signed for their own host -------------------------
+HOST_ROUTES = {
+    "https://*.execute-api.eu-west-1.amazonaws.com": {},
+    "https://abc.execute-api.eu-west-1.amazonaws.com/prod": {"corsOrigins": ["http://localhost:3000"]},
+    "/x": API,
+}
+
+
+GLOB, EXACT = (
+    "https://*.execute-api.eu-west-1.amazonaws.com",
+    "https://abc.execute-api.eu-west-1.amazonaws.com/prod",
+)
+
+
+def forward_flow(url: str, method: str = "GET", headers=()):
+    """A flow as a regular (forward) listener receives it: the request names its own host."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    req = tutils.treq(
+        method=method.encode(),
+        scheme=parts.scheme.encode(),
+        host=parts.hostname,
+        port=parts.port or 443,
+        path=(parts.path + (f"?{parts.query}" if parts.query else "")).encode(),
+        headers=((b"host", parts.netloc.encode()), *headers),
+    )
+    return tflow.tflow(req=req)
+
+
+def test_a_host_route_signs_a_forward_proxied_request_for_its_own_host(tmp_path):
+    client_signed = (
+        (
+            b"authorization",
+            b"AWS4-HMAC-SHA256 Credential=AKIAOTHER/20260101/eu-west-1/execute-api/aws4_request, ",
+        ),
+        (b"x-amz-date", b"20260101T000000Z"),
+        (b"x-amz-security-token", b"client-token"),
+        (b"x-amz-region-set", b"*"),
+        (b"x-amz-meta-kept", b"yes"),
+    )
+
+    async def main():
+        a = ProxySigV4()
+        with taddons.context(a) as tctx:
+            load(tctx, a, tmp_path, HOST_ROUTES)
+            for url, route in (
+                ("https://abc.execute-api.eu-west-1.amazonaws.com/prod/items?b=1&a=2", EXACT),
+                ("https://zzz.execute-api.eu-west-1.amazonaws.com/stage/x", GLOB),
+                ("https://abc.execute-api.eu-west-1.amazonaws.com/other", GLOB),  # outside /prod
+            ):
+                f = forward_flow(url, headers=client_signed)
+                await a.requestheaders(f)
+                await a.request(f)
+                r = f.request
+                assert f.response is None and r.url == url, (url, r.url)
+                assert (
+                    f.metadata["proxysigv4"]["route"].endswith(route)
+                    or route in f.metadata["proxysigv4"]["route"]
+                )
+                auth = r.headers["authorization"]
+                assert (
+                    auth.startswith("AWS4-HMAC-SHA256 Credential=AKIAUNITTEST00000001/")
+                    and "AKIAOTHER" not in auth
+                )
+                assert "/eu-west-1/execute-api/aws4_request" in auth
+                assert (
+                    r.headers["x-amz-date"] != "20260101T000000Z" and "x-amz-security-token" not in r.headers
+                )
+                assert "x-amz-region-set" not in r.headers and r.headers["x-amz-meta-kept"] == "yes"
+                assert r.headers["host"] == r.host
+            for url in (
+                "https://other.example/x/a",
+                "https://abc.execute-api.us-east-1.amazonaws.com/prod/x",
+            ):
+                f = forward_flow(url, headers=client_signed)  # no host route: untouched
+                before = f.request.copy()
+                await a.requestheaders(f)
+                await a.request(f)
+                assert f.response is None and f.request.data == before.data
+            evil = forward_flow(
+                "https://abc.execute-api.eu-west-1.amazonaws.com/prod/x",
+                "POST",
+                ((b"origin", b"https://evil.example"), (b"sec-fetch-site", b"cross-site")),
+            )
+            await a.requestheaders(evil)
+            assert (
+                evil.response.status_code == 403 and evil.response.json()["error"] == "cross_origin_refused"
+            )
+            assert "authorization" not in evil.request.headers
+            allowed = forward_flow(
+                "https://abc.execute-api.eu-west-1.amazonaws.com/prod/x",
+                headers=((b"origin", b"http://localhost:3000"),),
+            )
+            await a.requestheaders(allowed)
+            await a.request(allowed)
+            assert allowed.response is None and allowed.request.headers["authorization"].startswith(
+                "AWS4-HMAC"
+            )
+
+    run(main())
+
+
+def test_the_most_specific_host_route_wins():
+    from proxysigv4_core.config import parse_config
+    from proxysigv4_core.routing import HostTable
+
+    routes = parse_config({"proxysigv4": HOST_ROUTES}, "t").routes
+    table = HostTable(tuple(r for r in routes if not r.prefix.startswith("/")))
+    host = "abc.execute-api.eu-west-1.amazonaws.com"
+    assert table.match("https", host, 443, "/prod/x").prefix.endswith("/prod")
+    assert table.match("https", host, 443, "/prod").prefix.endswith("/prod")
+    assert table.match("https", host, 443, "/production").prefix.startswith("https://*.")
+    assert table.match("https", "a.b.execute-api.eu-west-1.amazonaws.com", 443, "/") is None  # one label
+    assert (
+        table.match("http", host, 443, "/prod") is None and table.match("https", host, 8443, "/prod") is None
+    )
+    assert table.match("https", "ABC.execute-api.eu-west-1.amazonaws.com.", 443, "/prod/x").prefix.endswith(
+        "/prod"
+    )
+
+
+def test_host_routes_on_a_forward_listener_beyond_loopback_need_proxyauth(tmp_path):
+    """Bearer tokens are no guard there (the app's Authorization is its own): proxyauth is."""
+    a = ProxySigV4()
+    routes = {"https://abc.execute-api.eu-west-1.amazonaws.com": {}, "bearerTokens": ["t" * 20]}
+    with taddons.context(proxyserver.Proxyserver(), proxyauth.ProxyAuth(), a) as tctx:
+        with pytest.raises(
+            exceptions.OptionsError, match="host routes sign requests that a forward listener"
+        ):
+            load(tctx, a, tmp_path, routes, mode=["regular@0.0.0.0:0"])
+        load(tctx, a, tmp_path, routes, name="b.yaml", mode=["regular@0.0.0.0:0"], proxyauth="user:pass")
+        assert a.state is not None and a.state.hosts
+        load(
+            tctx,
+            a,
+            tmp_path,
+            routes,
+            name="c.yaml",
+            mode=["reverse:http://127.0.0.1:9@0.0.0.0:0"],
+            proxyauth="",
+        )
+        assert a.state.bearer is not None  # a reverse listener beyond loopback: the tokens guard it
+
+
+# ---- an app's own signatures, explained (appsigned.py) -----------------------------------------
+def _app_signed(
+    url: str, secret: str = "unit-test-secret", key: str = "AKIAUNITTEST00000001", tamper_path=None
+):
+    """A forward flow the app signed with botocore itself (optionally with its path changed after)."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import ReadOnlyCredentials
+
+    signed = AWSRequest(
+        method="POST", url=url, data=b'{"a": 1}', headers={"content-type": "application/json"}
+    )
+    SigV4Auth(ReadOnlyCredentials(key, secret, None), "execute-api", "eu-west-1").add_auth(signed)
+    f = forward_flow(url, "POST", tuple((k.lower().encode(), v.encode()) for k, v in signed.headers.items()))
+    f.request.content = b'{"a": 1}'
+    if tamper_path:
+        f.request.path = tamper_path
+    return f
+
+
+def test_an_apps_own_signature_is_recorded_checked_and_never_changed(tmp_path):
+    from proxysigv4_core import appsigned
+
+    async def main():
+        a = ProxySigV4()
+        with taddons.context(a) as tctx:
+            load(tctx, a, tmp_path, {"/x": API})
+            await a.credentials.provider(a.state.table.routes[0]).get()  # the proxy's own chain, loaded
+            url = "https://other.execute-api.eu-west-1.amazonaws.com/prod/items?b=1"
+            for flow, verdict in (
+                (_app_signed(url), appsigned.MATCHES),
+                (_app_signed(url, tamper_path="/prod/changed?b=1"), appsigned.DIFFERS),
+                (_app_signed(url, secret="another-secret"), appsigned.DIFFERS),
+                (_app_signed(url, key="AKIANOTOURS0000000001"), None),  # no secret for that key
+            ):
+                before = flow.request.copy()
+                await a.requestheaders(flow)
+                await a.request(flow)
+                assert flow.response is None and flow.request.data == before.data  # passed through as is
+                meta = flow.metadata["proxysigv4"]
+                assert meta["app_signed"] and meta["credential_scope"].endswith(
+                    "/eu-west-1/execute-api/aws4_request"
+                )
+                assert meta["signed_headers"] == ["content-type", "host", "x-amz-date"]
+                assert meta["canonical_request"].startswith("POST\n/prod/")
+                assert meta.get("recomputed") == verdict
+                assert ("does not match" in (flow.comment or "")) == (verdict == appsigned.DIFFERS)
+                assert "unit-test-secret" not in repr(meta)
+
+    run(main())
+
+
+def test_aws_refusing_an_apps_signature_is_diagnosed_with_the_recomputation(tmp_path):
+    from proxysigv4_core import appsigned
+
+    async def main():
+        a = ProxySigV4()
+        with taddons.context(a) as tctx:
+            load(tctx, a, tmp_path, {"/x": API})
+            await a.credentials.provider(a.state.table.routes[0]).get()
+            flow = _app_signed("https://other.execute-api.eu-west-1.amazonaws.com/prod/items")
+            await a.requestheaders(flow)
+            await a.request(flow)
+            theirs = flow.metadata["proxysigv4"]["canonical_request"].replace("/prod/items", "/prod/other")
+            body = (
+                "<Error><Code>SignatureDoesNotMatch</Code><Message>no</Message>"
+                f"<CanonicalRequest>{theirs}</CanonicalRequest></Error>"
+            )
+            flow.response = tutils.tresp(
+                status_code=403, content=body.encode(), headers=((b"content-type", b"application/xml"),)
+            )
+            a.responseheaders(flow)
+            a.response(flow)
+            diagnosis = flow.metadata["proxysigv4"]["diagnosis"]
+            assert diagnosis["summary"].startswith(appsigned.MATCHES + "; AWS disagrees: signature mismatch")
+            assert "-/prod/items" in diagnosis["detail"] and "+/prod/other" in diagnosis["detail"]
+            assert flow.marked == ":warning:" and "x-proxysigv4-diagnosis" not in flow.response.headers
+
+    run(main())

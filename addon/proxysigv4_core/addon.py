@@ -13,18 +13,19 @@ from collections.abc import Sequence
 
 from mitmproxy import command, contentviews, ctx, exceptions, http
 
-from . import commands, errors, internals
+from . import appsigned, commands, errors, internals
 from .answers import answer_error, answer_preflight
 from .config import Config, ConfigError, Route, load_config
 from .contentview import SigV4
 from .credentials import CredentialStore
+from .flowrecord import record_of
 from .forwarding import InFlight, forward
 from .inbound import InboundError
-from .intake import Pending, is_ours, pending_for, prepare
+from .intake import Pending, pending_for, prepare
 from .presign import DEFAULT_EXPIRES
 from .redaction import hide_sent_secrets
 from .requestlog import log_request
-from .responses import explain_refusal, filter_response
+from .responses import explain_app_refusal, explain_refusal, filter_response
 from .signing import body_sha256
 from .state import ConfigWatcher, State, derive_state, describe, file_mark, ready_line
 from .streaming import body_too_large
@@ -164,9 +165,9 @@ class ProxySigV4:
     # ---- requests --------------------------------------------------------------------------
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Route and plan before the body is read: refuse early, or sign now and stream the body."""
-        if flow.response or flow.error or not flow.live or not is_ours(flow):
+        pending = pending_for(self.state, flow)
+        if flow.response or flow.error or not flow.live or pending is None:
             return
-        pending = pending_for(flow)
         try:
             prepare(self.state, flow, pending)
             if pending.preflight is not None:
@@ -183,10 +184,12 @@ class ProxySigV4:
 
     async def request(self, flow: http.HTTPFlow) -> None:
         pending = self._pending.pop(flow.id, None)
-        if flow.response or flow.error or not flow.live or flow.id in self._in_flight or not is_ours(flow):
-            return
         if pending is None:  # requestheaders did not see this flow (e.g. injected by an addon)
-            pending = pending_for(flow)
+            pending = pending_for(self.state, flow)
+        if pending is None and not (flow.response or flow.error):
+            appsigned.record_explanation(flow, self.credentials.known)
+        if flow.response or flow.error or not flow.live or flow.id in self._in_flight or pending is None:
+            return
         try:
             if flow.request.stream:
                 flow.kill()  # another addon made the body stream after requestheaders: unsignable
@@ -246,13 +249,11 @@ class ProxySigV4:
     def response(self, flow: http.HTTPFlow) -> None:
         in_flight = self._in_flight.get(flow.id)
         response = flow.response
-        if (
-            in_flight is not None
-            and response is not None
-            and response.status_code >= 400
-            and not response.stream
-        ):
+        refused = response is not None and response.status_code >= 400 and not response.stream
+        if refused and in_flight is not None:
             explain_refusal(flow, in_flight, self.state.config.source if self.state else "")
+        elif refused and record_of(flow).get("app_signed"):
+            explain_app_refusal(flow, self.state.config.source if self.state else "")
         self._finish(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:

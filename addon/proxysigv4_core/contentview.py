@@ -20,6 +20,7 @@ FIELDS = (
     ("signed_at", "signed at"),
     ("credential_scope", "scope"),
     ("payload", "payload"),
+    ("recomputed", "recomputed"),
 )
 
 
@@ -33,7 +34,8 @@ def render(meta: dict | None) -> str:
             f"{meta.get('message', '')}\nclient path: {meta.get('client_path', '')}\n"
         )
     width = max(len(label) for _, label in (*FIELDS, ("", "signed headers"))) + 2
-    lines = ["proxysigv4 signed this request", ""]
+    heading = "signed by the app itself (passed through unchanged)" if meta.get("app_signed") else None
+    lines = [heading or "proxysigv4 signed this request", ""]
     lines += [f"{label:<{width}}{meta[key]}" for key, label in FIELDS if meta.get(key) is not None]
     lines.append(f"{'signed headers':<{width}}{';'.join(meta.get('signed_headers', []))}")
     if meta.get("replayed"):

@@ -204,6 +204,14 @@ class CredentialStore:
         self._by_route[id(route)] = (route, self._providers[spec])
         return self._providers[spec]
 
+    def known(self, access_key_id: str) -> ReadOnlyCredentials | None:
+        """The loaded credentials of any route whose access key id is this one, or None."""
+        for provider in self._providers.values():
+            frozen = provider.cached()
+            if frozen is not None and frozen.access_key == access_key_id:
+                return frozen
+        return None
+
     def retain(self, routes: tuple[Route, ...]) -> None:
         """Drop providers no route uses any more (after a config reload)."""
         keep = {CredentialSpec.of(r) for r in routes}

@@ -38,6 +38,8 @@ class FlowRecord(TypedDict, total=False):
     status: int
     message: str
     preflight: str | None  # the origin whose CORS preflight the proxy answered
+    app_signed: bool  # signed by the app itself, passed through unchanged (appsigned.py)
+    recomputed: str  # for an app-signed request: whether botocore's signature matches what was sent
 
 
 def record_of(flow: http.HTTPFlow) -> FlowRecord:

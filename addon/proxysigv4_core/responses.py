@@ -8,6 +8,7 @@ import logging
 from mitmproxy import http
 
 from . import browser
+from .appsigned import MATCHES
 from .diagnosis import DIAGNOSIS_HEADER, diagnose, parse_aws_error
 from .flowrecord import record_of
 from .forwarding import InFlight
@@ -78,3 +79,38 @@ def _diagnose(flow: http.HTTPFlow, response: http.Response, in_flight: InFlight,
     log.warning(
         "proxysigv4: %s %s -> %s: %s", flow.request.method, meta.get("client_path"), found.code, found.summary
     )
+
+
+def explain_app_refusal(flow: http.HTTPFlow, source: str) -> None:
+    """An app-signed request AWS refused: the diagnosis, with whether botocore's own signature over
+    what was sent matches the app's (the answer itself is not changed)."""
+    response = flow.response
+    meta = record_of(flow)
+    error = parse_aws_error(response.content or b"", {k.lower(): v for k, v in response.headers.items()})
+    found = (
+        diagnose(
+            error,
+            route="(signed by the app)",
+            source=source,
+            service=meta.get("service", ""),
+            region=meta.get("region", ""),
+            canonical_request=meta.get("canonical_request"),
+            string_to_sign=meta.get("string_to_sign"),
+            access_key=meta.get("access_key_id"),
+            now=datetime.datetime.now(datetime.UTC),
+        )
+        if error is not None
+        else None
+    )
+    recomputed = meta.get("recomputed")
+    if found is None and recomputed is None:
+        return
+    summary = found.summary if found else f"AWS answered {response.status_code}"
+    if recomputed == MATCHES:
+        summary = f"{MATCHES}; AWS disagrees: {summary}"
+    elif recomputed is not None:
+        summary = recomputed
+    code = found.code if found else str(response.status_code)
+    meta["diagnosis"] = {"code": code, "summary": summary, "detail": found.detail if found else None}
+    flow.comment = f"proxysigv4 diagnosis ({code}): {summary}"
+    flow.marked = ":warning:"
