@@ -12,7 +12,6 @@ import weakref
 from collections.abc import Sequence
 
 from mitmproxy import command, contentviews, ctx, exceptions, http
-from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
 
 from . import appsigned, commands, errors, internals
 from .answers import answer_error, answer_preflight
@@ -90,13 +89,8 @@ class ProxySigV4:
                 self._apply(self.state.config)
         except (ConfigError, InboundError) as e:
             raise exceptions.OptionsError(f"proxysigv4: {e}") from e
-        if (
-            {"connection_strategy", "mode"} & updated
-            and options.connection_strategy == "eager"
-            and _reverse(options)
-        ):
+        if "connection_strategy" in updated and options.connection_strategy == "eager":
             # Eager mode connects to the --mode target before we reroute; each route has its own.
-            # (Without a reverse listener nothing is rerouted: mitmproxy's choice stays.)
             options.connection_strategy = "lazy"
         if "keep_host_header" in updated and not options.keep_host_header:
             # The Host a client sent is checked against allowedHosts (browser.py); mitmproxy would
@@ -292,8 +286,3 @@ class ProxySigV4:
         )
         if not internals.close_upstream(flow.client_conn.id, flow.server_conn):
             errors.timed_out_connections.pop(flow.client_conn.id, None)
-
-
-def _reverse(options) -> bool:
-    """Whether a reverse listener is configured (embedded without mitmproxy's proxyserver: assumed)."""
-    return "mode" not in options or any(isinstance(ProxyMode.parse(m), ReverseMode) for m in options.mode)
