@@ -1042,3 +1042,33 @@ def test_aws_refusing_an_apps_signature_is_diagnosed_with_the_recomputation(tmp_
             assert flow.marked == ":warning:" and "x-proxysigv4-diagnosis" not in flow.response.headers
 
     run(main())
+
+
+def test_a_host_routed_flow_replayed_is_signed_afresh_for_its_host(tmp_path):
+    async def main():
+        a = ProxySigV4()
+        with taddons.context(a) as tctx:
+            load(tctx, a, tmp_path, HOST_ROUTES)
+            f = forward_flow("https://abc.execute-api.eu-west-1.amazonaws.com/prod/items")
+            await a.requestheaders(f)
+            await a.request(f)
+            f.response = tutils.tresp()
+            a.responseheaders(f)
+            a.response(f)
+            assert "Signature=<redacted>" in f.request.headers["authorization"]  # hidden once it left
+            replay = f.copy()
+            replay.response, replay.is_replay, replay.live = None, "request", True
+            replay.request.path = "/prod/edited"
+            await a.requestheaders(replay)
+            await a.request(replay)
+            r = replay.request
+            assert (
+                replay.response is None
+                and r.url == "https://abc.execute-api.eu-west-1.amazonaws.com/prod/edited"
+            )
+            assert "<redacted>" not in r.headers["authorization"] and r.headers["authorization"].startswith(
+                "AWS4-HMAC"
+            )
+            assert replay.metadata["proxysigv4"]["replayed"] is True
+
+    run(main())
