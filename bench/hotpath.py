@@ -73,7 +73,11 @@ def hooks_us(n: int) -> float:
     )
 
     def flow():
-        headers = http.Headers(**{k.replace("-", "_"): v for k, v in HEADERS}, content_length=str(len(BODY)))
+        headers = http.Headers(
+            host="127.0.0.1:8080",
+            **{k.replace("-", "_"): v for k, v in HEADERS},
+            content_length=str(len(BODY)),
+        )
         req = tutils.treq(method=b"POST", path=TARGET.encode(), host="127.0.0.1", port=8080, content=BODY)
         req.headers = headers
         f = tflow.tflow(req=req)

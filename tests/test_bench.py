@@ -369,3 +369,11 @@ def test_breakdown_splits_each_proxys_time_live():
     assert features.get("signing", 0) > 0, features
     assert abs(sum(features.values()) - results["static"]["hooks"]) < 1, features
     assert "hooks_by_feature" not in results["floor"] and "hooks_by_feature" not in results["bare"]
+
+
+def test_the_hot_path_measures_signed_flows():
+    """bench/hotpath.py times all the addon's hooks on test flows as a reverse listener receives
+    them; it asserts each batch's flows were signed (a refused flow would time the refusal)."""
+    import hotpath
+
+    assert 0 < hotpath.hooks_us(140) < 100_000
