@@ -253,3 +253,21 @@ def aws_cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         **extra,
     )
     return env
+
+
+def s3_request_as_received(received, path: str | None = None):
+    """S3's signer and the request it would sign again from what an upstream received (the signed
+    headers as received, at their signing time; `path` in place of the received one): what a
+    verifying S3-like upstream computes its CanonicalRequest from."""
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import ReadOnlyCredentials
+
+    headers = {k.lower(): v for k, v in received.headers}
+    signed = headers["authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
+    url = f"http://{headers['host']}{path if path is not None else received.target}"
+    request = AWSRequest(method=received.method, url=url, data=received.body)
+    for name in signed:
+        request.headers[name] = headers[name]
+    request.context["timestamp"] = headers["x-amz-date"]
+    return S3SigV4Auth(ReadOnlyCredentials(KEY, SECRET, None), "s3", "eu-west-1"), request

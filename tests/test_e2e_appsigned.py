@@ -11,7 +11,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 
 from conftest import Upstream, free_port
-from helpers import KEY, SECRET, proxy_env, route, running_mitmweb, wait_for
+from helpers import KEY, SECRET, proxy_env, route, running_mitmweb, s3_request_as_received, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -19,17 +19,8 @@ pytestmark = pytest.mark.e2e
 def s3_refusing(received):
     """S3 refusing every request with SignatureDoesNotMatch and the canonical request it computed
     for /bucket/other (as if something on the way had changed the path)."""
-    headers = {k.lower(): v for k, v in received.headers}
-    signed = headers["authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
-    request = AWSRequest(
-        method=received.method, url=f"http://{headers['host']}/bucket/other", data=received.body
-    )
-    for name in signed:
-        request.headers[name] = headers[name]
-    request.context["timestamp"] = headers["x-amz-date"]
-    canonical = S3SigV4Auth(ReadOnlyCredentials(KEY, SECRET, None), "s3", "eu-west-1").canonical_request(
-        request
-    )
+    auth, request = s3_request_as_received(received, "/bucket/other")
+    canonical = auth.canonical_request(request)
     body = (
         "<Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match"
         f"</Message><CanonicalRequest>{canonical}</CanonicalRequest></Error>"

@@ -8,12 +8,19 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import ReadOnlyCredentials
 
 from conftest import Upstream
-from helpers import CHROMIUM, CHROMIUM_ARGS, KEY, PASSWORD, SECRET, proxy_env, running_mitmweb, wait_for
+from helpers import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    KEY,
+    PASSWORD,
+    SECRET,
+    proxy_env,
+    running_mitmweb,
+    s3_request_as_received,
+    wait_for,
+)
 from peers.sigv4_verify import verify
 
 pytestmark = pytest.mark.e2e
@@ -24,16 +31,7 @@ def s3_like(received):
     verdict = verify(received.method, received.target, received.headers, received.body, {KEY: (SECRET, None)})
     if verdict.ok:
         return 200, [("content-type", "text/plain")], b"signature ok"
-    headers = {k.lower(): v for k, v in received.headers}
-    signed = headers["authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
-    request = AWSRequest(
-        method=received.method, url=f"http://{headers['host']}{received.target}", data=received.body
-    )
-    for name in signed:
-        request.headers[name] = headers[name]
-    amz_date = headers["x-amz-date"]
-    request.context["timestamp"] = amz_date
-    auth = S3SigV4Auth(ReadOnlyCredentials(KEY, SECRET, None), "s3", "eu-west-1")
+    auth, request = s3_request_as_received(received)
     canonical = auth.canonical_request(request)
     string_to_sign = auth.string_to_sign(request, canonical)
     body = (

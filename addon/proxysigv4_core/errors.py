@@ -2,11 +2,9 @@
 in place of mitmproxy's HTML error pages by internals.install_json_error_pages)."""
 
 import json
-import logging
 
 from mitmproxy import http
 
-log = logging.getLogger(__name__)
 ERROR_HEADER = "x-proxysigv4-error"
 # Upstream exchanges that hit their route's timeout, by client connection id: the next
 # error page on that connection is a 504 with this message (HTTP/1 has one request in flight).
