@@ -13,11 +13,12 @@ from collections.abc import Sequence
 
 from mitmproxy import command, contentviews, ctx, exceptions, http
 
-from . import appsigned, commands, errors, internals
+from . import appsigned, commands, errors, internals, logformat
 from .answers import answer_error, answer_preflight
 from .config import Config, ConfigError, Route, load_config
 from .contentview import SigV4
 from .credentials import CredentialStore
+from .drain import DEFAULT_TIMEOUT
 from .flowrecord import record_of
 from .forwarding import InFlight, forward
 from .inbound import InboundError
@@ -26,6 +27,7 @@ from .presign import DEFAULT_EXPIRES
 from .redaction import hide_sent_secrets
 from .requestlog import log_request
 from .responses import explain_app_refusal, explain_refusal, filter_response
+from .service import Service
 from .signing import body_sha256
 from .state import ConfigWatcher, State, derive_state, describe, file_mark, ready_line
 from .streaming import body_too_large
@@ -33,6 +35,7 @@ from .streaming import body_too_large
 log = logging.getLogger("proxysigv4")
 OPTION = "proxysigv4_config"
 VERBOSE_OPTION = "proxysigv4_verbose"
+HEALTH_OPTIONS = frozenset({"proxysigv4_health_port", "proxysigv4_health_host"})
 # Built-in addons that run after scripts and would change a request after it was signed.
 _POST_SIGNING_MODIFIERS = frozenset({"map_remote", "modify_headers", "modify_body"})
 # Options that decide whether inbound authentication is required.
@@ -49,6 +52,7 @@ class ProxySigV4:
         self._default_config = config_path  # the option's default (embedders can pass their own)
         self.state: State | None = None
         self.credentials = CredentialStore()
+        self.service = Service(self.credentials, lambda: self.state)
         self._in_flight: dict[str, InFlight] = {}
         self._pending: dict[str, Pending] = {}
         self._watcher = ConfigWatcher(lambda: self.state, self._apply)
@@ -70,6 +74,7 @@ class ProxySigV4:
         loader.add_option(
             VERBOSE_OPTION, bool, False, "Log the signed header names with each request (never secrets)."
         )
+        _load_service_options(loader)
         internals.install_json_error_pages()
         contentviews.add(SigV4())
         # botocore logs canonical requests, signatures, credentials headers and STS response bodies
@@ -81,6 +86,13 @@ class ProxySigV4:
         options = ctx.options
         if VERBOSE_OPTION in updated:
             self._verbose = options.proxysigv4_verbose
+        if "proxysigv4_log_format" in updated:
+            logformat.use(options.proxysigv4_log_format)
+        if HEALTH_OPTIONS & updated:
+            try:
+                self.service.listen(options.proxysigv4_health_host, options.proxysigv4_health_port)
+            except OSError as e:
+                raise exceptions.OptionsError(f"proxysigv4: cannot listen for health checks: {e}") from e
         try:
             if OPTION in updated:
                 self._watcher.mark = file_mark(options.proxysigv4_config)
@@ -115,6 +127,7 @@ class ProxySigV4:
     def running(self) -> None:
         internals.skip_legacy_log_events()
         self._prefetch_credentials()
+        self.service.start(ctx.options.proxysigv4_drain_timeout)
         if not self._tasks:
             # Everything loaded so far (mitmproxy, botocore's modules and data) lives as long as the
             # process: take it out of the collector's view, so that a full collection no longer
@@ -165,6 +178,7 @@ class ProxySigV4:
     # ---- requests --------------------------------------------------------------------------
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Route and plan before the body is read: refuse early, or sign now and stream the body."""
+        self.service.received(flow)
         pending = pending_for(self.state, flow)
         if flow.response or flow.error or not flow.live or pending is None:
             return
@@ -245,6 +259,7 @@ class ProxySigV4:
         in_flight = self._in_flight.get(flow.id)
         if in_flight is not None and flow.response is not None:
             filter_response(flow, in_flight)
+        self.service.closing(flow)
 
     def response(self, flow: http.HTTPFlow) -> None:
         in_flight = self._in_flight.get(flow.id)
@@ -254,6 +269,9 @@ class ProxySigV4:
             explain_refusal(flow, in_flight, self.state.config.source if self.state else "")
         elif refused and record_of(flow).get("app_signed"):
             explain_app_refusal(flow, self.state.config.source if self.state else "")
+        if not (response is not None and response.stream):
+            self.service.closing(flow)
+        self.service.answered(flow, in_flight.route.prefix if in_flight else None)
         self._finish(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
@@ -261,7 +279,17 @@ class ProxySigV4:
         in_flight = self._in_flight.get(flow.id)
         if in_flight is not None:  # the error page mitmproxy sends next names the route
             errors.failed_routes[flow.client_conn.id] = in_flight.route.prefix
+        self.service.answered(flow, in_flight.route.prefix if in_flight else None)
         self._finish(flow)
+
+    def websocket_start(self, flow: http.HTTPFlow) -> None:
+        self.service.websockets.add(flow.id)
+
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        self.service.websockets.discard(flow.id)
+
+    def done(self) -> None:
+        self.service.close()
 
     def client_disconnected(self, client) -> None:
         errors.forget(client.id)
@@ -286,3 +314,29 @@ class ProxySigV4:
         )
         if not internals.close_upstream(flow.client_conn.id, flow.server_conn):
             errors.timed_out_connections.pop(flow.client_conn.id, None)
+
+
+def _load_service_options(loader) -> None:
+    loader.add_option(
+        "proxysigv4_health_port",
+        int,
+        0,
+        "Port of the health and metrics listener (GET /livez, /readyz, /metrics); 0: off.",
+    )
+    loader.add_option(
+        "proxysigv4_health_host", str, "127.0.0.1", "Address of the health listener (a pod sets 0.0.0.0)."
+    )
+    loader.add_option(
+        "proxysigv4_drain_timeout",
+        int,
+        DEFAULT_TIMEOUT,
+        "On SIGTERM or the first SIGINT: seconds to let requests in flight finish before exiting "
+        "(readiness 503, listeners closed at once); 0: exit at once as mitmproxy does.",
+    )
+    loader.add_option(
+        "proxysigv4_log_format",
+        str,
+        "text",
+        "The proxy's own log lines: text, or json (one object per line, for log aggregators).",
+        choices=("text", "json"),
+    )

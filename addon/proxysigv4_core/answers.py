@@ -7,10 +7,10 @@ from mitmproxy import http
 
 from . import browser, errors
 from .credentials import CredentialError
-from .flowrecord import set_record
+from .flowrecord import FlowRecord, set_record
 from .intake import Pending
 from .rejection import RequestRejected
-from .requestlog import log_request
+from .requestlog import RequestHead, log_request
 
 log = logging.getLogger("proxysigv4")
 # Refusals of what a web page tried (browser.py): logged as warnings, they may be an attack.
@@ -30,7 +30,9 @@ def answer_error(flow: http.HTTPFlow, pending: Pending, error: Exception, verbos
         )
         refuse(flow, pending, 500, "internal_error", "proxysigv4 failed to sign this request (see proxy log)")
     route = pending.upstream.route if pending.upstream else None
-    log_request(flow, f"{flow.request.method} {pending.client_target} -> - ", route, pending.started, verbose)
+    log_request(
+        flow, RequestHead(flow.request.method, pending.client_target, "-"), route, pending.started, verbose
+    )
 
 
 def refuse(
@@ -43,9 +45,15 @@ def refuse(
             flow.response.headers[name] = value
     if error in BROWSER_REFUSALS:
         log.warning("proxysigv4: refused %s %s: %s", flow.request.method, pending.client_target, message)
-    set_record(
-        flow, {"rejected": error, "status": status, "message": message, "client_path": pending.client_target}
-    )
+    record: FlowRecord = {
+        "rejected": error,
+        "status": status,
+        "message": message,
+        "client_path": pending.client_target,
+    }
+    if pending.route_prefix is not None:
+        record["route"] = pending.route_prefix
+    set_record(flow, record)
     flow.comment = f"proxysigv4 refused ({status} {error}): {message}"
     flow.marked = ":no_entry:"
 
@@ -56,5 +64,9 @@ def answer_preflight(flow: http.HTTPFlow, pending: Pending, verbose: bool) -> No
     set_record(flow, {"preflight": pending.cors_origin, "client_path": pending.client_target})
     route = pending.upstream.route if pending.upstream else None
     log_request(
-        flow, f"OPTIONS {pending.client_target} -> (CORS preflight) ", route, pending.started, verbose
+        flow,
+        RequestHead("OPTIONS", pending.client_target, "(CORS preflight)"),
+        route,
+        pending.started,
+        verbose,
     )

@@ -15,6 +15,8 @@ from mitmproxy import exceptions, options
 
 from .addon import VERBOSE_OPTION, ProxySigV4
 from .config import ConfigError, load_config
+from .drain import DEFAULT_TIMEOUT
+from .logformat import json_handler
 
 EXAMPLES = """examples:
   proxysigv4 run                         # ./proxysigv4.yaml, listening on 127.0.0.1:8080
@@ -63,6 +65,27 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--web-port", type=int, default=8081, help="mitmweb's port (default 8081)")
     run.add_argument("-v", "--verbose", action="store_true", help="log the signed headers of each request")
     run.add_argument(
+        "--health-port",
+        type=int,
+        default=0,
+        help="serve GET /livez, /readyz and /metrics on this port (default: off)",
+    )
+    run.add_argument(
+        "--health-host", default="127.0.0.1", help="address of the health port (default 127.0.0.1)"
+    )
+    run.add_argument(
+        "--drain-timeout",
+        type=int,
+        default=DEFAULT_TIMEOUT,
+        help=f"on SIGTERM, seconds to let requests in flight finish (default {DEFAULT_TIMEOUT}; 0: at once)",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="json: every log line as one JSON object (for log aggregators)",
+    )
+    run.add_argument(
         "--set",
         action="append",
         default=[],
@@ -102,7 +125,16 @@ async def _serve(args: argparse.Namespace) -> int:
     for name in ("tornado", "asyncio", "hpack", "quic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     opts = options.Options()
-    master = WebMaster(opts) if args.web else DumpMaster(opts, with_dumper=False)
+    termlog = args.log_format == "text"
+    if not termlog:  # mitmproxy's own lines too, as JSON (the addon's have a handler of their own)
+        handler = json_handler()
+        handler.setLevel(logging.INFO)
+        logging.getLogger().addHandler(handler)
+    master = (
+        WebMaster(opts, with_termlog=termlog)
+        if args.web
+        else DumpMaster(opts, with_termlog=termlog, with_dumper=False)
+    )
     listen = {
         "mode": ["reverse:http://127.0.0.1:9"],  # required by mitmproxy, unused: routes name targets
         "listen_host": args.listen_host,
@@ -118,7 +150,15 @@ async def _serve(args: argparse.Namespace) -> int:
             opts.set(*args.set, defer=True)
         addon = ProxySigV4(config_path=args.config)
         master.addons.add(addon)  # runs only `load`
-        opts.update(**{VERBOSE_OPTION: args.verbose})
+        opts.update(
+            **{
+                VERBOSE_OPTION: args.verbose,
+                "proxysigv4_health_port": args.health_port,
+                "proxysigv4_health_host": args.health_host,
+                "proxysigv4_drain_timeout": args.drain_timeout,
+                "proxysigv4_log_format": args.log_format,
+            }
+        )
         opts.process_deferred()
         if opts.deferred:
             raise CliError(f"unknown mitmproxy option: {', '.join(sorted(opts.deferred))}")
@@ -128,9 +168,12 @@ async def _serve(args: argparse.Namespace) -> int:
     except exceptions.OptionsError as e:
         raise CliError(str(e).removeprefix("proxysigv4: ")) from e
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM):  # until the addon runs and takes them for its drain
         loop.add_signal_handler(sig, master.shutdown)
-    await master.run()
+    try:
+        await master.run()
+    finally:
+        addon.service.close()
     return 1 if getattr(master, "errorcheck", None) and master.errorcheck.has_errored else 0
 
 

@@ -25,7 +25,7 @@ from botocore.credentials import (
 
 from .config import Route
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("proxysigv4.credentials")
 
 # Renew this long before expiry (or at half the lifetime when shorter: refresh_margin).
 REFRESH_BEFORE = 15 * 60

@@ -12,6 +12,7 @@ from .headers import connection_management, connection_tokens, first_values, web
 from .intake import Pending, header_fields
 from .presign import presign_url
 from .redaction import mask_key_id, redact_canonical, redact_query
+from .requestlog import RequestHead
 from .signing import SignedRequest, sign_upstream
 from .streaming import content_length
 
@@ -25,7 +26,7 @@ class InFlight:
 
     route: Route
     started: float
-    log_head: str  # the request line's first part: "METHOD client-path -> target-url "
+    log_head: RequestHead  # the request line's first part: method, client path, target URL
     timer: object | None = None  # the route timeout's handle
     # What AWS may echo back in an error body (S3 does): scrubbed before the client sees it.
     secrets: tuple[bytes, ...] = ()
@@ -63,7 +64,7 @@ def forward(flow: http.HTTPFlow, pending: Pending, credentials, provider, body, 
     return InFlight(
         route,
         pending.started,
-        f"{request.method} {pending.client_target} -> {pending.upstream.url} ",
+        RequestHead(request.method, pending.client_target, pending.upstream.url),
         secrets=echoed,
         redacted=signed.redacted_secrets(),
         flow_path=flow_path if flow_path != path else None,

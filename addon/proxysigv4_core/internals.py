@@ -3,13 +3,17 @@ upgrade (checked against 12.3.1). Each says what it relies on."""
 
 import logging
 
+from h2.connection import ConnectionState as H2State
 from mitmproxy import ctx
 from mitmproxy import log as mitmproxy_log
 from mitmproxy.connection import ConnectionState
 from mitmproxy.net.http import http1
 from mitmproxy.proxy import commands
-from mitmproxy.proxy.layers.http import _http1, _http2
+from mitmproxy.proxy.layers.http import HttpLayer, _http1, _http2
 from mitmproxy.proxy.layers.http._events import ResponseProtocolError
+from mitmproxy.proxy.layers.websocket import WebsocketLayer
+from wsproto.connection import ConnectionState as WsState
+from wsproto.events import CloseConnection as WsClose
 
 from . import errors
 from .requestlog import is_request_line
@@ -109,3 +113,63 @@ def skip_legacy_log_events() -> None:
     for handler in logging.getLogger().handlers:
         if isinstance(handler, mitmproxy_log.LegacyLogEvents) and _not_request_line not in handler.filters:
             handler.addFilter(_not_request_line)
+
+
+# ---- a graceful drain (drain.py) -----------------------------------------------------------------
+# Relies on: the proxyserver addon's `servers` (its ServerInstance.stop closes the listening sockets
+# and leaves established connections alone) and `connections` (client connection id -> handler);
+# a handler's `layer` tree (NextLayer.layer, child_layer, HttpLayer.connections/streams), its
+# `transports` (connection -> ConnectionIO with a writer); Http2Server.h2_conn and
+# WebsocketLayer.client_ws/server_ws (wsproto connections).
+async def stop_listening() -> int:
+    """Close every listening socket of mitmproxy's proxy servers; returns how many were open."""
+    proxyserver = ctx.master.addons.get("proxyserver")
+    stopped = 0
+    for instance in list(proxyserver.servers) if proxyserver else ():
+        if instance.is_running:
+            await instance.stop()
+            stopped += 1
+    return stopped
+
+
+def _layers(root) -> list:
+    found, todo = [], [root]
+    while todo:
+        layer = todo.pop()
+        if layer is None or any(layer is f for f in found):
+            continue
+        found.append(layer)
+        todo += [getattr(layer, "layer", None), getattr(layer, "child_layer", None)]
+        todo += list(getattr(layer, "connections", {}).values()) if isinstance(layer, HttpLayer) else []
+        todo += list(getattr(layer, "streams", {}).values()) if isinstance(layer, HttpLayer) else []
+    return found
+
+
+def say_goodbye(reason: str) -> int:
+    """Before the process exits: a WebSocket close (1001 going away) to both ends of every open
+    WebSocket, and an HTTP/2 GOAWAY (no error) to every HTTP/2 client. Returns the connections told."""
+    proxyserver = ctx.master.addons.get("proxyserver")
+    told = 0
+    for handler in list(proxyserver.connections.values()) if proxyserver else ():
+        writes: list[tuple[object, bytes]] = []
+        for layer in _layers(handler.layer):
+            if isinstance(layer, WebsocketLayer):
+                for ws in (layer.client_ws, layer.server_ws):
+                    if ws.state == WsState.OPEN:
+                        writes.append((ws.conn, ws.send(WsClose(code=1001, reason=reason))))
+            elif (
+                isinstance(layer, _http2.Http2Server) and layer.h2_conn.state_machine.state != H2State.CLOSED
+            ):
+                layer.h2_conn.close_connection()
+                writes.append((layer.conn, layer.h2_conn.data_to_send()))
+        for conn, data in writes:
+            io = handler.transports.get(conn)
+            if io is not None and io.writer is not None and data:
+                io.writer.write(data)
+        told += bool(writes)
+    return told
+
+
+def client_connections() -> int:
+    proxyserver = ctx.master.addons.get("proxyserver")
+    return len(proxyserver.connections) if proxyserver else 0
