@@ -4,6 +4,7 @@ signed with any credentials it issued (and are not yet expired)."""
 
 import threading
 import time
+from urllib.parse import parse_qsl
 
 from .upstream import Upstream, verify_then_answer
 
@@ -17,6 +18,9 @@ class FakeSTS:
         )
         self.issued: dict[str, tuple[str, str, float]] = {}  # key -> (secret, token, expiry)
         self.issued_at: dict[str, float] = {}
+        self.actions: list[str] = []  # the Action of each call
+        self.web_identity_tokens: list[str] = []  # AssumeRoleWithWebIdentity's tokens, as sent
+        self.deny_roles: set[str] = set()  # role ARNs denied even when `deny` is off
         self.accept_for: float | None = None  # the verifier's own, shorter validity
         self._lock = threading.Lock()
         self.upstream = Upstream(self._answer)
@@ -38,7 +42,12 @@ class FakeSTS:
 
     def _answer(self, received):
         time.sleep(self.delay)
-        if self.deny:
+        form = dict(parse_qsl(received.body.decode()))
+        action = form.get("Action", "AssumeRole")
+        self.actions.append(action)
+        if "WebIdentityToken" in form:
+            self.web_identity_tokens.append(form["WebIdentityToken"])
+        if self.deny or form.get("RoleArn") in self.deny_roles:
             body = (
                 f"<ErrorResponse><Error><Type>Sender</Type><Code>{self.deny_code}</Code>"
                 f"<Message>{self.deny_message}</Message></Error><RequestId>1</RequestId></ErrorResponse>"
@@ -51,12 +60,12 @@ class FakeSTS:
             self.issued[key] = (secret, token, expiry)
             self.issued_at[key] = time.time()
         expiration = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expiry))
-        body = f"""<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult>
+        body = f"""<{action}Response xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><{action}Result>
 <Credentials><AccessKeyId>{key}</AccessKeyId><SecretAccessKey>{secret}</SecretAccessKey>
 <SessionToken>{token}</SessionToken><Expiration>{expiration}</Expiration></Credentials>
 <AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/r/proxysigv4</Arn>
 <AssumedRoleId>AROA1:proxysigv4</AssumedRoleId></AssumedRoleUser>
-</AssumeRoleResult><ResponseMetadata><RequestId>1</RequestId></ResponseMetadata></AssumeRoleResponse>"""
+</{action}Result><ResponseMetadata><RequestId>1</RequestId></ResponseMetadata></{action}Response>"""
         return 200, [("content-type", "text/xml")], body.encode()
 
     def verifier(self, static: dict[str, tuple[str, None]] | None = None) -> Upstream:

@@ -164,6 +164,7 @@ class CredentialProvider:
         self._frozen: ReadOnlyCredentials | None = None
         self._expiry = float("inf")
         self._margin = REFRESH_BEFORE
+        self._safety = EXPIRY_SAFETY
         self._retry_at = float("-inf")  # monotonic: no new attempt before this after a failure
         self._backoff = RETRY_AFTER_FAILURE
         self._lock: asyncio.Lock | None = None
@@ -178,7 +179,9 @@ class CredentialProvider:
             raise CredentialError("empty AWS credentials")
         expiry = getattr(credentials, "_expiry_time", None)  # botocore keeps it there (no accessor)
         self._expiry = expiry.timestamp() if expiry is not None else float("inf")
-        self._margin = refresh_margin(self._expiry - fetched_at)
+        lifetime = self._expiry - fetched_at
+        self._margin = refresh_margin(lifetime)
+        self._safety = min(EXPIRY_SAFETY, lifetime / 4)
         self._frozen = frozen
         self.access_key_id = frozen.access_key
         self.method = getattr(credentials, "method", None)
@@ -214,7 +217,7 @@ class CredentialProvider:
         return self._frozen is not None and time.time() < self._expiry - self._margin
 
     def _valid(self) -> bool:
-        return self._frozen is not None and time.time() < self._expiry - EXPIRY_SAFETY
+        return self._frozen is not None and time.time() < self._expiry - self._safety
 
     def start_background_refresh(self) -> None:
         if self._background is None or self._background.done():
