@@ -11,7 +11,9 @@ from mitmproxy.net.http import http1
 from mitmproxy.proxy import commands
 from mitmproxy.proxy.layers.http import HttpLayer, _http1, _http2
 from mitmproxy.proxy.layers.http._events import ResponseProtocolError
+from mitmproxy.proxy.layers.tls import TLSLayer
 from mitmproxy.proxy.layers.websocket import WebsocketLayer
+from OpenSSL import SSL
 from wsproto.connection import ConnectionState as WsState
 from wsproto.events import CloseConnection as WsClose
 
@@ -120,7 +122,7 @@ def skip_legacy_log_events() -> None:
 # and leaves established connections alone) and `connections` (client connection id -> handler);
 # a handler's `layer` tree (NextLayer.layer, child_layer, HttpLayer.connections/streams), its
 # `transports` (connection -> ConnectionIO with a writer); Http2Server.h2_conn and
-# WebsocketLayer.client_ws/server_ws (wsproto connections).
+# WebsocketLayer.client_ws/server_ws (wsproto connections); TLSLayer.conn and .tls.
 async def stop_listening() -> int:
     """Close every listening socket of mitmproxy's proxy servers; returns how many were open."""
     proxyserver = ctx.master.addons.get("proxyserver")
@@ -152,7 +154,8 @@ def say_goodbye(reason: str) -> int:
     told = 0
     for handler in list(proxyserver.connections.values()) if proxyserver else ():
         writes: list[tuple[object, bytes]] = []
-        for layer in _layers(handler.layer):
+        layers = _layers(handler.layer)
+        for layer in layers:
             if isinstance(layer, WebsocketLayer):
                 for ws in (layer.client_ws, layer.server_ws):
                     if ws.state == WsState.OPEN:
@@ -165,11 +168,22 @@ def say_goodbye(reason: str) -> int:
         for conn, data in writes:
             io = handler.transports.get(conn)
             if io is not None and io.writer is not None and data:
-                io.writer.write(data)
+                io.writer.write(_on_the_wire(layers, conn, data))
         told += bool(writes)
     return told
 
 
-def client_connections() -> int:
-    proxyserver = ctx.master.addons.get("proxyserver")
-    return len(proxyserver.connections) if proxyserver else 0
+def _on_the_wire(layers: list, conn, data: bytes) -> bytes:
+    """`data` as it goes out on `conn`: through its TLS layer (TLSLayer.tls, a pyOpenSSL connection
+    on memory BIOs) when it has one."""
+    for layer in layers:
+        if isinstance(layer, TLSLayer) and layer.conn is conn and layer.tls is not None:
+            layer.tls.sendall(data)
+            out = b""
+            while True:
+                try:
+                    out += layer.tls.bio_read(65535)
+                except SSL.WantReadError:
+                    return out
+    return data
+
