@@ -184,7 +184,9 @@ def test_websockets_are_closed_with_1001_at_the_drain_deadline(tmp_path, kind):
     with VerifyingEchoServer({KEY: (SECRET, None)}) as server:
         routes = {"/ws": route(f"http://127.0.0.1:{server.port}/production")}
         replica = Replica(tmp_path, kind, routes, proxy_env(tmp_path), drain=2)
-        with connect(replica.url.replace("http://", "ws://") + "/ws", subprotocols=["chat"], open_timeout=10) as ws:
+        with connect(
+            replica.url.replace("http://", "ws://") + "/ws", subprotocols=["chat"], open_timeout=10
+        ) as ws:
             ws.send("hello")
             assert ws.recv(timeout=10) == "echo: hello"
             signalled = time.monotonic()
@@ -245,6 +247,7 @@ def test_health_metrics_and_readiness_name_the_route_sts_denies(tmp_path):
         env = proxy_env(tmp_path) | {"AWS_ENDPOINT_URL_STS": sts.url}
         replica = Replica(tmp_path, "mitmdump", routes, env)
         assert requests.get(f"{replica.health}/livez", timeout=5).json() == {"status": "alive"}
+
         def role_resolved():
             answer = requests.get(f"{replica.health}/readyz", timeout=5)
             return [answer] if answer.json()["routes"]["/role"].get("ready") else None

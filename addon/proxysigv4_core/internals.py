@@ -186,4 +186,3 @@ def _on_the_wire(layers: list, conn, data: bytes) -> bytes:
                 except SSL.WantReadError:
                     return out
     return data
-
