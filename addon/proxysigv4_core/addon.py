@@ -29,7 +29,7 @@ from .requestlog import log_request
 from .responses import explain_app_refusal, explain_refusal, filter_response
 from .service import Service
 from .signing import body_sha256
-from .state import ConfigWatcher, State, derive_state, describe, file_mark, ready_line
+from .state import ConfigWatcher, State, derive_state, describe, file_mark
 from .streaming import body_too_large
 
 log = logging.getLogger("proxysigv4")
@@ -101,21 +101,7 @@ class ProxySigV4:
                 self._apply(self.state.config)
         except (ConfigError, InboundError) as e:
             raise exceptions.OptionsError(f"proxysigv4: {e}") from e
-        if "connection_strategy" in updated and options.connection_strategy == "eager":
-            # Eager mode connects to the --mode target before we reroute; each route has its own.
-            options.connection_strategy = "lazy"
-        if "keep_host_header" in updated and not options.keep_host_header:
-            # The Host a client sent is checked against allowedHosts (browser.py); mitmproxy would
-            # overwrite it with the --mode target first. Signed requests get the route's own Host.
-            options.keep_host_header = True
-        for name in _POST_SIGNING_MODIFIERS & updated:
-            if getattr(options, name):
-                log.warning(
-                    "proxysigv4: option %s can change requests after they are signed (map_remote and "
-                    "modify_body always run after signing, modify_headers for streamed uploads), which "
-                    "invalidates the signature of the requests it changes",
-                    name,
-                )
+        _fit_mitmproxy_options(options, updated)
 
     def _apply(self, config: Config) -> None:
         """Check the inbound-auth and browser rules against the listen options; swap in the state."""
@@ -134,19 +120,7 @@ class ProxySigV4:
             # walks it and stalls the event loop for tens of milliseconds.
             gc.freeze()
             loop = asyncio.get_running_loop()
-            self._tasks = [loop.create_task(self._watcher.run()), loop.create_task(self._announce())]
-
-    async def _announce(self) -> None:
-        """Once mitmproxy listens: where, and a curl line to paste for the first route."""
-        proxyserver = ctx.master.addons.get("proxyserver")
-        addrs = []
-        for _ in range(100):
-            addrs = proxyserver.listen_addrs() if proxyserver else []
-            if addrs or proxyserver is None:
-                break
-            await asyncio.sleep(0.05)
-        if addrs and self.state is not None:
-            log.info(ready_line(self.state, addrs[0][0], addrs[0][1]))
+            self._tasks = [loop.create_task(self._watcher.run()), loop.create_task(self.service.announce())]
 
     def _prefetch_credentials(self) -> None:
         try:
@@ -314,6 +288,25 @@ class ProxySigV4:
         )
         if not internals.close_upstream(flow.client_conn.id, flow.server_conn):
             errors.timed_out_connections.pop(flow.client_conn.id, None)
+
+
+def _fit_mitmproxy_options(options, updated: set[str]) -> None:
+    """Set the mitmproxy options signing needs, and warn of those that break signatures."""
+    if "connection_strategy" in updated and options.connection_strategy == "eager":
+        # Eager mode connects to the --mode target before we reroute; each route has its own.
+        options.connection_strategy = "lazy"
+    if "keep_host_header" in updated and not options.keep_host_header:
+        # The Host a client sent is checked against allowedHosts (browser.py); mitmproxy would
+        # overwrite it with the --mode target first. Signed requests get the route's own Host.
+        options.keep_host_header = True
+    for name in _POST_SIGNING_MODIFIERS & updated:
+        if getattr(options, name):
+            log.warning(
+                "proxysigv4: option %s can change requests after they are signed (map_remote and "
+                "modify_body always run after signing, modify_headers for streamed uploads), which "
+                "invalidates the signature of the requests it changes",
+                name,
+            )
 
 
 def _load_service_options(loader) -> None:

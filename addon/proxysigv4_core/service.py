@@ -13,7 +13,7 @@ from .drain import Drain
 from .flowrecord import record_of
 from .health import HealthServer, HealthView, readiness, route_readiness
 from .metrics import Metrics
-from .state import State
+from .state import State, ready_line
 
 log = logging.getLogger("proxysigv4")
 TICK = 0.5  # seconds between the health task's turns
@@ -83,6 +83,19 @@ class Service:
         proxyserver = ctx.master.addons.get("proxyserver") if hasattr(ctx, "master") else None
         listening = [f"{a[0]}:{a[1]}" for a in proxyserver.listen_addrs()] if proxyserver else []
         self.view.beat(readiness(state.config.source if state else None, listening, routes))
+
+    async def announce(self) -> None:
+        """Once mitmproxy listens: where, and a curl line to paste for the first route."""
+        proxyserver = ctx.master.addons.get("proxyserver")
+        addrs = []
+        for _ in range(100):
+            addrs = proxyserver.listen_addrs() if proxyserver else []
+            if addrs or proxyserver is None:
+                break
+            await asyncio.sleep(0.05)
+        state = self._state()
+        if addrs and state is not None:
+            log.info(ready_line(state, addrs[0][0], addrs[0][1]))
 
     def _draining(self) -> None:
         self.view.draining = True
