@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -54,14 +55,19 @@ from peers.sigv4_verify import verify  # noqa: E402
 KEY, SECRET = "AKIABENCHSTATIC00001", "bench/static/secret"
 ROLE = "arn:aws:iam::123456789012:role/bench"
 SETUPS = ("direct", "bare", "static", "role")
+# service: static's set-up with the health listener on (metrics counted), probed as a kubelet and
+# Prometheus would (PROBE_EVERY); its cost is measured against static in the same shared-core windows.
+PROBE_EVERY = 1.0
 # Run together on the proxies' core, each with its own clients: under the OS's fair share of one
 # core, each forwards in inverse proportion to its CPU cost per request, and the machine's speed
 # changes (a noisy VM: +-30% between runs) hit all of them at once and cancel out of the ratios.
-SHARED = ("bare", "bare2", "floor", "static", "role", "command")
+SHARED = ("bare", "bare2", "floor", "static", "role", "command", "service")
+# Ratios taken window by window between two set-ups of SHARED (set-up, the one it is compared to).
+PAIRS = (("service", "static"),)
 # What the floor's cost is made of, the same way (small GETs only): rerouting, signing, the log line.
 BREAKDOWN = ("bare", "bare2", "reroute", "sign", "floor")
 # The set-ups whose requests must arrive signed (their sampled signatures are verified).
-SIGNING = ("sign", "floor", "static", "role", "timed", "command")
+SIGNING = ("sign", "floor", "static", "role", "timed", "command", "service")
 # Take turns for the one-client latency (bare2: the control, as above).
 LATENCY = ("direct", "bare", "bare2", "floor", "static", "role", "command")
 # Per proxy: enough to keep each one busy; more only makes each proxy's share of the core come in
@@ -173,6 +179,7 @@ class Setups:
             ("role", {"roleArn": ROLE}, {}),
             ("timed", {}, {"LOOPWATCH_PARTS": "1"}),
             ("command", {}, {}),
+            ("service", {}, {}),
         ):
             if only is not None and name not in only:
                 continue
@@ -185,6 +192,10 @@ class Setups:
                 scripts = ["--set", f"scripts={ROOT / 'bench' / 'loopwatch.py'}"] if watch else []
                 program = str(processes.BIN / "proxysigv4")
                 command = [program, "run", "-c", str(config), "-p", str(port), *scripts]
+            elif name == "service":
+                self.health_port = self._free_port()
+                health = ["--set", f"proxysigv4_health_port={self.health_port}"]
+                command = processes.mitmdump_command(config, port, *watcher, *health)
             else:
                 command = processes.mitmdump_command(config, port, *watcher)
             self._mitmdump(name, command, env | more_env, port)
@@ -194,6 +205,21 @@ class Setups:
             if name != "direct":
                 processes.wait_for_port(port, self.procs[name])
                 pin_threads(self.procs[name].pid, PROXY_CPUS)
+        if "service" in self.ports:
+            self._probing = threading.Event()
+            threading.Thread(target=self._probe, daemon=True).start()
+            stack.callback(self._probing.set)
+
+    def _probe(self) -> None:
+        """/readyz and /metrics of the service set-up every PROBE_EVERY seconds."""
+        import requests
+
+        while not self._probing.wait(PROBE_EVERY):
+            for path in ("/readyz", "/metrics"):
+                try:
+                    requests.get(f"http://127.0.0.1:{self.health_port}{path}", timeout=5)
+                except requests.RequestException:
+                    pass
 
     def _free_port(self) -> int:
         """A free port none of the proxies started so far was given (they bind theirs later)."""
@@ -296,6 +322,8 @@ def shared_core(
 
     asyncio.run(together(0.5))  # warm-up
     ratios: dict[str, list[float]] = {name: [] for name in names[1:]}
+    pairs = [(a, b) for a, b in PAIRS if a in names and b in names]
+    ratios.update({f"{a}/{b}": [] for a, b in pairs})
     repeated: list[dict] = []
     for n in range(windows):
         for repeat in range(REPEATS + 1):
@@ -311,6 +339,8 @@ def shared_core(
         ratios["bare2"].append(rps["bare2"] / rps["bare"])
         for name in names[2:]:
             ratios[name].append(rps[name] / bare)
+        for a, b in pairs:
+            ratios[f"{a}/{b}"].append(rps[a] / rps[b])
     return {name: _quartiles(values) for name, values in ratios.items()}, repeated
 
 
@@ -561,6 +591,10 @@ def repeated_lines(repeated: dict[str, list[dict]]) -> list[str]:
     ]
 
 
+def _quartiled(summary: dict) -> str:
+    return f"{summary['median']:.3f} ({summary['q1']:.3f}-{summary['q3']:.3f})"
+
+
 def _ranged(summary: dict) -> str:
     return f"{summary['median']:.3f} ({summary['min']:.3f}-{summary['max']:.3f})"
 
@@ -621,6 +655,15 @@ def print_table(results: dict) -> None:
         "only one"
     )
     _print_shared(SHARED, {kind: table["shared_core"] for kind, table in results["requests"].items()})
+    for a, b in PAIRS:
+        cells = [
+            f"{kind} {_quartiled(table['shared_core'][f'{a}/{b}'])}"
+            for kind, table in results["requests"].items()
+        ]
+        print(
+            f"{a}/{b}, window by window (health listener on, probed every {PROBE_EVERY:g}s): "
+            + "; ".join(cells)
+        )
     print(
         "\nthe floor's cost, the same way: reroute = a script that only reroutes (bench/reroute.py), "
         "sign = the floor without its log line"

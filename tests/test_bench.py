@@ -32,7 +32,7 @@ def test_short_benchmark_run_checks_signatures_and_sts(capsys):
     # (sign, the floor without its log line, only forwards small GETs)
     expected = {
         f"{name} {method}"
-        for name in ("floor", "static", "role", "timed", "command")
+        for name in ("floor", "static", "role", "timed", "command", "service")
         for method in ("GET", "POST", "PUT")
     }
     assert set(checks["verified_by_setup_and_method"]) == expected | {"sign GET"}
@@ -54,6 +54,14 @@ def test_short_benchmark_run_checks_signatures_and_sts(capsys):
         for name in throughput.SHARED[1:]:  # every proxy forwarded in every shared-core window
             assert table["shared_core"][name]["n"] == 2, (kind, name)
             assert table["shared_core"][name]["q1"] > 0, (kind, name)
+        # the health listener's cost: service against static, window by window
+        assert (
+            table["shared_core"]["service/static"]["n"] == 2
+            and table["shared_core"]["service/static"]["q1"] > 0
+        )
+    assert (
+        "service/static, window by window (health listener on, probed every 1s): GET small query " in printed
+    )
     breakdown = results["floor_breakdown"][throughput.REQUESTS[0].name]
     assert set(breakdown) == set(throughput.BREAKDOWN[1:])
     assert all(breakdown[name]["n"] == 2 and breakdown[name]["q1"] > 0 for name in breakdown)

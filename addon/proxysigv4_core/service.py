@@ -120,8 +120,8 @@ class Service:
     def answered(self, flow: http.HTTPFlow, route: str | None) -> None:
         """A request's answer (or error), `route` the prefix it was signed for: counted when the
         addon signed it or answered it itself (pass-through traffic is mitmproxy's)."""
-        if self.flows.pop(flow.id, None) is None:
-            return
+        if self.flows.pop(flow.id, None) is None or self.server is None:
+            return  # without the health listener nobody reads the metrics: not counted
         record = record_of(flow)
         rejected = record.get("rejected")
         if route is None and not rejected and "preflight" not in record:
@@ -139,7 +139,7 @@ class Service:
             self.metrics.upstream_latency(route, response.timestamp_start - sent)
 
     def _refreshed(self, spec: CredentialSpec, result: str) -> None:
-        state = self._state()
+        state = self._state() if self.server is not None else None
         routes = [r.prefix for r in state.config.routes if CredentialSpec.of(r) == spec] if state else []
         self.metrics.credential_refresh(routes, result)
 
