@@ -263,7 +263,7 @@ class ProxySigV4:
         self.service.websockets.discard(flow.id)
 
     def done(self) -> None:
-        self.service.close()
+        self.service.stop()
 
     def client_disconnected(self, client) -> None:
         errors.forget(client.id)

@@ -45,6 +45,13 @@ class Service:
             self.server.close()
             self.server = None
 
+    def stop(self) -> None:
+        """The addon is unloaded (a script reload, the end): listener and periodic turn stop."""
+        self.close()
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
+
     # ---- the periodic turn ---------------------------------------------------------------------
     def start(self, drain_timeout: float) -> None:
         loop = asyncio.get_running_loop()
@@ -69,7 +76,11 @@ class Service:
             await asyncio.sleep(TICK)
 
     def turn(self) -> None:
-        """Renew credentials that are due, compute readiness, mark the loop alive."""
+        """Renew credentials that are due, compute readiness, mark the loop alive; forget requests
+        whose client has gone without their flow ending (so a drain never waits for them)."""
+        gone = [i for i, f in self.flows.items() if f.client_conn.timestamp_end is not None]
+        for flow_id in gone:
+            del self.flows[flow_id]
         state = self._state()
         routes, expiries = [], []
         for route in state.config.routes if state else ():
