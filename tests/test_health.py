@@ -143,3 +143,25 @@ def test_json_format_switches_the_proxys_loggers_and_back(capsys):
     line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert line["message"] == "proxysigv4: switched" and line["level"] == "WARNING"
     assert logging.getLogger("proxysigv4").propagate and not logging.getLogger("proxysigv4").handlers
+
+
+def test_setting_the_same_health_options_again_keeps_the_listener():
+    """`proxysigv4 run` configures the addon twice at start: a probe connected in between must not
+    be reset by a second bind; another port is a new listener, port 0 none."""
+    from conftest import free_port
+    from proxysigv4_core.credentials import CredentialStore
+    from proxysigv4_core.service import Service
+
+    service = Service(CredentialStore(), lambda: None)
+    port, other = free_port(), free_port()
+    try:
+        service.listen("127.0.0.1", port)
+        first = service.server
+        service.listen("127.0.0.1", port)
+        assert service.server is first is not None
+        service.listen("127.0.0.1", other)
+        assert service.server is not first and service.server.address == ("127.0.0.1", other)
+        service.listen("127.0.0.1", 0)
+        assert service.server is None
+    finally:
+        service.stop()

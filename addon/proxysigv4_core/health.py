@@ -148,6 +148,7 @@ class HealthServer:
                 address_family = socket.AF_INET6
 
             server_class = V6
+        self.wanted = (host, port)
         self._server = make_server(host, port, wsgi_app(view), server_class, _QuietHandler)
         self.address = self._server.server_address[:2]
         self._thread = threading.Thread(

@@ -35,6 +35,8 @@ class Service:
     # ---- the health listener ----------------------------------------------------------------
     def listen(self, host: str, port: int) -> None:
         """(Re)start the health listener; port 0 turns it off. Raises OSError when it cannot bind."""
+        if self.server is not None and self.server.wanted == (host, port):
+            return  # options set again to the same values (proxysigv4 run configures twice)
         self.close()
         if port:
             self.server = HealthServer(host, port, self.view)
