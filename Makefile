@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= proxysigv4.yaml
 PORT ?= 8080
 
-.PHONY: install test lint format run demo clean bench bench-streaming bench-hotpath bench-breakdown
+.PHONY: install test lint format run demo clean bench bench-streaming bench-hotpath bench-breakdown image wheels
 
 install: $(STAMP)
 
@@ -76,3 +76,12 @@ bench-hotpath: install
 # Where a request's CPU time goes in bare mitmproxy, the floor and the addon (py-spy, ~40 s).
 bench-breakdown: install
 	$(BENCH_ENV) $(PY) bench/breakdown.py
+
+# The container image, built with podman here (deploy/image.sh: a local Python 3.13 base, the
+# wheelhouse, deploy/Containerfile); prints its tag. `make wheels`: the wheelhouse only, for
+# `docker build -t proxysigv4 -f deploy/Containerfile deploy/build` elsewhere.
+image: install
+	PY=$(PY) deploy/image.sh
+
+wheels: install
+	PY=$(PY) deploy/image.sh wheels
