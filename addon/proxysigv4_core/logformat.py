@@ -24,6 +24,10 @@ def json_handler(stream=None) -> logging.Handler:
     return handler
 
 
+def is_json() -> bool:
+    return _handler is not None
+
+
 def use(fmt: str) -> None:
     """Switch the proxy's loggers to `fmt` ("text": through mitmproxy's handlers; "json": a JSON
     handler of their own, no longer passed on to mitmproxy's terminal)."""

@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 from mitmproxy import http
 
+from . import logformat
 from .config import Route
 from .flowrecord import record_of
 
@@ -83,9 +84,9 @@ def log_request(
     flow: http.HTTPFlow, head: RequestHead, route: Route | None, started: float, verbose: bool
 ) -> None:
     if request_log.isEnabledFor(logging.INFO):
-        log_request_line(
-            request_line(flow, head, route, started, verbose), request_fields(flow, head, route, started)
-        )
+        # the fields only a JSON line shows (6.7 us a request in make bench): made only for JSON lines
+        fields = request_fields(flow, head, route, started) if logformat.is_json() else None
+        log_request_line(request_line(flow, head, route, started, verbose), fields)
 
 
 def log_request_line(line: str, fields: dict[str, object] | None = None) -> None:
