@@ -130,11 +130,13 @@ def image() -> str:
     """`make image` from this checkout (CI: a fresh clone); its tag."""
     if shutil.which("podman") is None or shutil.which("runc") is None:
         pytest.skip("podman and runc are not installed (apt-get install podman runc; .ci/run installs them)")
-    built = subprocess.run(["make", "image"], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    command = ["make", "--no-print-directory", "image"]  # under `make test`, make would name its directory
+    built = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
-    tag = built.stdout.strip().splitlines()[-1]
-    assert re.fullmatch(r"localhost/proxysigv4:\d+\.\d+\.\d+", tag), tag
-    print(built.stdout.strip().splitlines()[-2])  # its size
+    lines = built.stdout.strip().splitlines()
+    tag = lines[-1]  # make image prints the tag last
+    assert re.fullmatch(r"localhost/proxysigv4:\d+\.\d+\.\d+", tag), lines[-5:]
+    print(lines[-2])  # its size
     inspect = podman("image", "inspect", tag, "--format", "{{.Config.User}}")
     assert inspect.stdout.strip() == "10001:10001"
     return tag
