@@ -50,6 +50,32 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"proxysigv4 {version()}")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = p.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    check = sub.add_parser("check", help="validate a config and resolve each route's credentials")
+    check.add_argument("-c", "--config", default="proxysigv4.yaml")
+    check.add_argument("--offline", action="store_true", help="validate the file without calling AWS")
+    demo = sub.add_parser("demo", help="run a local AWS emulator and the proxy, and show signing at work")
+    demo.add_argument("-p", "--port", type=int, default=0, help="proxy port (default: a free one)")
+    demo.add_argument(
+        "--once", action="store_true", help="run the demo requests and exit (0 if all went as expected)"
+    )
+    presign = sub.add_parser(
+        "presign",
+        help="print a presigned URL for a route's target",
+        description="Print a presigned URL (query-string SigV4) for the route that PATH matches, "
+        "as the proxy would route it: hand it to a browser or a colleague.",
+    )
+    presign.add_argument("-c", "--config", default="proxysigv4.yaml")
+    presign.add_argument("method", help="HTTP method the URL is for (GET, PUT, ...)")
+    presign.add_argument("path", help="a client path the proxy would receive, e.g. /s3/bucket/key?x=1")
+    presign.add_argument(
+        "--expires", type=int, default=3600, help="validity in seconds (default 3600, at most 604800)"
+    )
+    return p
+
+
+def _add_run(sub) -> None:
+    """The `run` subcommand and its options."""
     run = sub.add_parser(
         "run",
         help="run the signing proxy",
@@ -92,27 +118,6 @@ def parser() -> argparse.ArgumentParser:
         metavar="OPTION=VALUE",
         help="any mitmproxy option, e.g. --set stream_large_bodies=1m (repeatable)",
     )
-    check = sub.add_parser("check", help="validate a config and resolve each route's credentials")
-    check.add_argument("-c", "--config", default="proxysigv4.yaml")
-    check.add_argument("--offline", action="store_true", help="validate the file without calling AWS")
-    demo = sub.add_parser("demo", help="run a local AWS emulator and the proxy, and show signing at work")
-    demo.add_argument("-p", "--port", type=int, default=0, help="proxy port (default: a free one)")
-    demo.add_argument(
-        "--once", action="store_true", help="run the demo requests and exit (0 if all went as expected)"
-    )
-    presign = sub.add_parser(
-        "presign",
-        help="print a presigned URL for a route's target",
-        description="Print a presigned URL (query-string SigV4) for the route that PATH matches, "
-        "as the proxy would route it: hand it to a browser or a colleague.",
-    )
-    presign.add_argument("-c", "--config", default="proxysigv4.yaml")
-    presign.add_argument("method", help="HTTP method the URL is for (GET, PUT, ...)")
-    presign.add_argument("path", help="a client path the proxy would receive, e.g. /s3/bucket/key?x=1")
-    presign.add_argument(
-        "--expires", type=int, default=3600, help="validity in seconds (default 3600, at most 604800)"
-    )
-    return p
 
 
 # ---- run --------------------------------------------------------------------------------------
