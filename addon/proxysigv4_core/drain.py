@@ -34,10 +34,6 @@ class Drain:
         self._on_start, self._shutdown = on_start, shutdown
         self.task: asyncio.Task | None = None
 
-    @property
-    def started(self) -> bool:
-        return self.task is not None
-
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
         """Take SIGTERM and SIGINT from mitmproxy's own handlers (which exit at once)."""
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -71,10 +67,9 @@ class Drain:
             if told:
                 await asyncio.sleep(POLL)  # let the close frames and GOAWAYs leave
             log.info(
-                "proxysigv4: drained in %.1fs: %d of %d requests finished, %d cut at the deadline, "
+                "proxysigv4: drained in %.1fs: %d requests were in flight, %d cut at the deadline, "
                 "%d WebSockets closed (1001)",
                 time.monotonic() - started,
-                max(in_flight - left, 0),
                 in_flight,
                 left,
                 sockets,
