@@ -250,7 +250,8 @@ def test_health_metrics_and_readiness_name_the_route_sts_denies(tmp_path):
 
         def role_resolved():
             answer = requests.get(f"{replica.health}/readyz", timeout=5)
-            return [answer] if answer.json()["routes"]["/role"].get("ready") else None
+            # before the health task's first turn the answer is {"status": "starting"} (503)
+            return [answer] if answer.json().get("routes", {}).get("/role", {}).get("ready") else None
 
         [ready] = wait_for(role_resolved)
         body = ready.json()
