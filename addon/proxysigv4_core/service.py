@@ -113,10 +113,6 @@ class Service:
     def _draining(self) -> None:
         self.view.draining = True
 
-    @property
-    def draining(self) -> bool:
-        return self.view.draining
-
     # ---- counting ------------------------------------------------------------------------------
     def received(self, flow: http.HTTPFlow) -> None:
         self.flows[flow.id] = flow
