@@ -108,11 +108,10 @@ class ProxySigV4:
         self.state = derive_state(config, ctx.options)
         self.credentials.retain(config.routes)
         log.info(describe(self.state))
-        self._prefetch_credentials()
 
     def running(self) -> None:
         internals.skip_legacy_log_events()
-        self._prefetch_credentials()
+        # the service's periodic turn resolves every route's credentials at once, and renews them
         self.service.start(ctx.options.proxysigv4_drain_timeout)
         if not self._tasks:
             # Everything loaded so far (mitmproxy, botocore's modules and data) lives as long as the
@@ -121,14 +120,6 @@ class ProxySigV4:
             gc.freeze()
             loop = asyncio.get_running_loop()
             self._tasks = [loop.create_task(self._watcher.run()), loop.create_task(self.service.announce())]
-
-    def _prefetch_credentials(self) -> None:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return  # not running yet; `running` will do it
-        for route in self.state.config.routes if self.state else ():
-            self.credentials.provider(route).start_background_refresh()
 
     # ---- commands (mitmweb's command bar, the console, POST /commands/<name>) -------------
     # mitmweb accepts only letters and dots in command names, hence "sigv." rather than "proxysigv4.".
