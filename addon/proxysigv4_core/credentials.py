@@ -24,6 +24,7 @@ from botocore.credentials import (
 )
 
 from .config import Route
+from .identity import Intended, intended_identity
 
 log = logging.getLogger("proxysigv4.credentials")
 
@@ -103,6 +104,18 @@ def load_credentials(spec: CredentialSpec) -> Credentials:
     return DeferredRefreshableCredentials(method="assume-role", refresh_using=fetcher.fetch_credentials)
 
 
+def intended_of(spec: CredentialSpec) -> Intended:
+    """Blocking: who the spec's credentials are meant to be (its role, or its profile's role)."""
+    if spec.role_arn:
+        return intended_identity(spec.role_arn, spec.role_session_name, spec.profile, {})
+    with _session_lock:
+        try:
+            config = botocore.session.Session(profile=spec.profile).get_scoped_config()
+        except Exception:  # a profile that does not exist: the credentials failed already
+            config = {}
+    return intended_identity(None, "", spec.profile, config)
+
+
 def _create_client(session: botocore.session.Session, service: str, **kwargs):
     with _session_lock:
         return session.create_client(service, **kwargs)
@@ -161,6 +174,7 @@ class CredentialProvider:
         self.last_error: str | None = None
         self.access_key_id: str | None = None
         self.method: str | None = None  # botocore's name for where they came from (env, sso, ...)
+        self.intended: Intended = {}  # who they are meant to be (the denial diagnosis compares)
         self._frozen: ReadOnlyCredentials | None = None
         self._expiry = float("inf")
         self._margin = REFRESH_BEFORE
@@ -185,6 +199,7 @@ class CredentialProvider:
         self._frozen = frozen
         self.access_key_id = frozen.access_key
         self.method = getattr(credentials, "method", None)
+        self.intended = intended_of(self.spec)
         self.last_error = None
         self._backoff = RETRY_AFTER_FAILURE
 

@@ -97,10 +97,12 @@ def parse_aws_error(body: bytes, headers: dict[str, str]) -> AwsError | None:
     except ValueError:
         data = None
     if isinstance(data, dict):
+        if isinstance(data.get("error"), dict):  # OpenSearch's {"error": {"type", "reason"}, "status"}
+            data = {"code": data["error"].get("type"), "message": data["error"].get("reason")}
         raw_code = data.get("__type") or data.get("code") or data.get("Code") or header_code or ""
         code = str(raw_code).rsplit("#", 1)[-1]
         message = str(data.get("message") or data.get("Message") or "")
-        if not code:
+        if not code and not message:
             return None
         m = _JSON_CANONICAL.search(message)
         return AwsError(code, message, m["cr"] if m else None, m["sts"] if m else None)
@@ -176,6 +178,7 @@ def diagnose(
     string_to_sign: str | None,
     access_key: str | None,
     now: datetime.datetime,
+    changed: str | None = None,
 ) -> Diagnosis | None:
     """Explain a signature-related AWS error for the route that signed the request."""
     code, message = error.code, error.message
@@ -188,6 +191,12 @@ def diagnose(
         return found  # None: an authorization (IAM policy) denial, not a signing problem
     if error.canonical_request is not None and canonical_request is not None:
         return _mismatch(error, canonical_request, string_to_sign, access_key, route, source)
+    if changed:
+        return Diagnosis(
+            code,
+            f"signature mismatch: the request was changed after signing: {changed} (an addon that runs "
+            "after proxysigv4, such as map_remote, rewrote it)",
+        )
     return Diagnosis(
         code,
         f"AWS computed a different signature ({message[:160]}); AWS did not return its canonical request, so "

@@ -5,6 +5,8 @@ from typing import TypedDict
 
 from mitmproxy import http
 
+from .identity import Intended
+
 KEY = "proxysigv4"
 
 
@@ -26,6 +28,7 @@ class FlowRecord(TypedDict, total=False):
     credential_source: str
     credential_method: str | None
     access_key_id: str | None  # masked: AKIA…WXYZ
+    intended: Intended  # who the credentials are meant to be (a role ARN, an SSO role), if said
     signed_at: str
     credential_scope: str
     signed_headers: list[str]

@@ -147,6 +147,7 @@ def record(
         "credential_source": route.credential_source,
         "credential_method": provider.method,
         "access_key_id": mask_key_id(provider.access_key_id),
+        "intended": provider.intended,
         "signed_at": signed.signed_at,
         "credential_scope": signed.scope,
         "signed_headers": list(signed.signed_headers),

@@ -4,13 +4,16 @@ echoed secret scrubbed."""
 
 import datetime
 import logging
+from urllib.parse import urlsplit
 
 from mitmproxy import http
 
 from . import browser
 from .appsigned import MATCHES
-from .diagnosis import DIAGNOSIS_HEADER, diagnose, parse_aws_error
-from .flowrecord import record_of
+from .authorization import SignedAs, explain_denial
+from .denials import parse_denial
+from .diagnosis import DIAGNOSIS_HEADER, AwsError, Diagnosis, diagnose, parse_aws_error
+from .flowrecord import FlowRecord, record_of
 from .forwarding import InFlight
 from .headers import filter_response_fields, websocket_accept_fields, websocket_handshake
 from .intake import header_fields
@@ -69,7 +72,10 @@ def _diagnose(flow: http.HTTPFlow, response: http.Response, in_flight: InFlight,
         string_to_sign=meta.get("string_to_sign"),
         access_key=meta.get("access_key_id"),
         now=datetime.datetime.now(datetime.UTC),
+        changed=changed_after_signing(flow.request, meta.get("target_url")),
     )
+    if found is None:
+        found = _authorization(error, meta, route, source)
     if found is None:
         return
     meta["diagnosis"] = {"code": found.code, "summary": found.summary, "detail": found.detail}
@@ -79,6 +85,42 @@ def _diagnose(flow: http.HTTPFlow, response: http.Response, in_flight: InFlight,
     log.warning(
         "proxysigv4: %s %s -> %s: %s", flow.request.method, meta.get("client_path"), found.code, found.summary
     )
+
+
+def changed_after_signing(request: http.Request, signed_url: str | None) -> str | None:
+    """How the request sent differs from the one signed (an addon after this one, such as
+    map_remote, rewrote its URL), or None."""
+    if not signed_url:
+        return None
+    signed = urlsplit(signed_url)
+    default = 443 if signed.scheme == "https" else 80
+    was = (
+        signed.scheme,
+        signed.hostname,
+        signed.port or default,
+        signed.path + (f"?{signed.query}" if signed.query else ""),
+    )
+    now = (request.scheme, request.host, request.port, request.path)
+    if was == now:
+        return None
+    return f"signed for {signed_url}, sent to {request.url}"
+
+
+def _authorization(error: AwsError, meta: FlowRecord, route, source: str) -> Diagnosis | None:
+    """An authorization denial explained with what the proxy knows of the route's identity."""
+    denial = parse_denial(error)
+    if denial is None:
+        return None
+    signed = SignedAs(
+        route.prefix,
+        source,
+        route.credential_source,
+        meta.get("credential_method"),
+        meta.get("access_key_id"),
+        route.region,
+        meta.get("intended", {}),
+    )
+    return explain_denial(denial, signed)
 
 
 def explain_app_refusal(flow: http.HTTPFlow, source: str) -> None:
