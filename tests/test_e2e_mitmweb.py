@@ -101,6 +101,12 @@ def test_sigv4_view_diagnosis_markers_replay_and_commands(web):
 
     refused = web.flow("/nowhere")
     assert refused["marked"] == "⛔" and refused["comment"].startswith("proxysigv4 refused (404 no_route)")
+    # the URL the client asked for, not the --mode placeholder (reverse:http://127.0.0.1:9)
+    request = refused["request"]
+    assert (
+        f"{request['scheme']}://{request['host']}:{request['port']}{request['path']}"
+        == f"{web.proxy}/nowhere"
+    )
 
     before = len(upstream.received)
     web.post(f"/flows/{ok['id']}/replay")

@@ -4,6 +4,7 @@ are not mistaken for AWS's) and CORS preflights."""
 import logging
 
 from mitmproxy import http
+from mitmproxy.net.http import url
 
 from . import browser, errors
 from .credentials import CredentialError
@@ -56,12 +57,16 @@ def refuse(
     set_record(flow, record)
     flow.comment = f"proxysigv4 refused ({status} {error}): {message}"
     flow.marked = ":no_entry:"
+    if pending.host_route is None:
+        show_as_received(flow)
 
 
 def answer_preflight(flow: http.HTTPFlow, pending: Pending, verbose: bool) -> None:
     """The proxy's own answer to a CORS preflight from an allowed origin."""
     flow.response = http.Response.make(204, b"", dict(pending.preflight or ()))
     set_record(flow, {"preflight": pending.cors_origin, "client_path": pending.client_target})
+    if pending.host_route is None:
+        show_as_received(flow)
     route = pending.upstream.route if pending.upstream else None
     log_request(
         flow,
@@ -70,3 +75,21 @@ def answer_preflight(flow: http.HTTPFlow, pending: Pending, verbose: bool) -> No
         pending.started,
         verbose,
     )
+
+
+def show_as_received(flow: http.HTTPFlow) -> None:
+    """A reverse listener's request carries the --mode target in its URL (a placeholder when every
+    path has a route): a flow the proxy answered itself shows what the client asked for instead,
+    its scheme, Host and path, in mitmweb and mitmdump's flow list. Nothing is sent there."""
+    request = flow.request
+    scheme = "https" if flow.client_conn.tls_established else "http"
+    host, port = url.parse_authority(request.host_header or "", check=False)
+    if not host or (
+        ":" in host and not request.host_header.startswith("[")
+    ):  # no usable Host: the listener's
+        sockname = flow.client_conn.sockname
+        host, port = str(sockname[0]), int(sockname[1])
+    data = request.data  # not the setters: they would rewrite the Host header the client sent
+    data.scheme = scheme.encode()
+    data.host = host
+    data.port = port or url.default_port(scheme) or 80
