@@ -178,7 +178,13 @@ def test_check_offline_and_against_sts(moto, tmp_path):
 def test_demo_once_runs_every_step_against_the_emulator():
     result = cli("demo", "--once", timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "8 of 8 steps behaved as expected" in result.stdout
+    assert "9 of 9 steps behaved as expected" in result.stdout
+    # moto's IAM checks refuse the read-only role's CreateQueue; the proxy's explanation is shown
+    assert re.search(
+        r"why +authorization denied \(AWS saw assumed role reader-role .*no identity-based policy allows "
+        r"sqs:CreateQueue",
+        result.stdout,
+    )
     assert "assumed-role/proxy-role/proxysigv4-demo" in result.stdout or "signed=" in result.stdout
     assert re.search(
         r"signed +POST /as-role/ -> http://127\.0\.0\.1:\d+/ 200 .*x-amz-security-token", result.stdout

@@ -25,6 +25,7 @@ EXAMPLES = """examples:
   proxysigv4 check -c proxysigv4.yaml    # resolve credentials and ask STS who each route is
   proxysigv4 check --offline             # validate the file only
   proxysigv4 demo                        # local AWS emulator + proxy: watch signing work
+  proxysigv4 demo --web                  # the same under mitmweb: signed calls and refusals explained
   proxysigv4 presign GET /s3/bucket/report.pdf --expires 600   # a signed link, valid 10 minutes
 """
 
@@ -58,6 +59,14 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("-p", "--port", type=int, default=0, help="proxy port (default: a free one)")
     demo.add_argument(
         "--once", action="store_true", help="run the demo requests and exit (0 if all went as expected)"
+    )
+    demo.add_argument(
+        "--web",
+        action="store_true",
+        help="run the proxy under mitmweb and show AWS's refusals explained there",
+    )
+    demo.add_argument(
+        "--web-port", type=int, default=0, help="mitmweb's port with --web (default: a free one)"
     )
     presign = sub.add_parser(
         "presign",
@@ -245,7 +254,7 @@ def cmd_presign(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(port=args.port, once=args.once)
+    return run_demo(port=args.port, once=args.once, web=args.web, web_port=args.web_port)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,6 @@
 """A local AWS for the demo and the tests: moto server on 127.0.0.1 with signature checking on,
-a throwaway IAM user (all actions allowed) and a role it may assume."""
+a throwaway IAM user (all actions allowed), a role it may assume, and a read-only role (SQS list
+only) whose other calls moto's IAM checks refuse."""
 
 import contextlib
 import importlib.util
@@ -22,6 +23,10 @@ ACCOUNT = "123456789012"  # moto's default account
 _ALLOW_ALL = json.dumps(
     {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
 )
+_LIST_QUEUES_ONLY = json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sqs:ListQueues", "Resource": "*"}]}
+)
+READER_ROLE = "reader-role"
 
 
 def free_port() -> int:
@@ -57,6 +62,7 @@ class Moto:
     access_key: str = ""
     secret_key: str = ""
     role_arn: str = ""
+    reader_role_arn: str = ""  # may only list SQS queues
 
     def set_auth(self, enabled: bool) -> None:
         """moto's switch for IAM checks: on, bad or missing signatures are rejected."""
@@ -135,7 +141,11 @@ def running_moto(log_dir: Path) -> Iterator[Moto]:
         }
         role = iam.create_role(RoleName="proxy-role", AssumeRolePolicyDocument=json.dumps(trust))
         iam.put_role_policy(RoleName="proxy-role", PolicyName="allow-all", PolicyDocument=_ALLOW_ALL)
-        moto = Moto(moto.url, key["AccessKeyId"], key["SecretAccessKey"], role["Role"]["Arn"])
+        reader = iam.create_role(RoleName=READER_ROLE, AssumeRolePolicyDocument=json.dumps(trust))
+        iam.put_role_policy(RoleName=READER_ROLE, PolicyName="list-queues", PolicyDocument=_LIST_QUEUES_ONLY)
+        moto = Moto(
+            moto.url, key["AccessKeyId"], key["SecretAccessKey"], role["Role"]["Arn"], reader["Role"]["Arn"]
+        )
         moto.set_auth(True)
         yield moto
     finally:
