@@ -47,6 +47,18 @@ def test_render_diagnosis_refusals_and_foreign_flows():
     assert render(None) == "This flow was not handled by proxysigv4."
 
 
+def test_an_authorization_diagnosis_comes_first_with_its_structured_detail():
+    detail = "who      AWS saw user ci\nwhat     sqs:CreateQueue\nfix      add ..."
+    diagnosis = {"code": "AccessDenied", "summary": "authorization denied (...)", "detail": detail}
+    text = render(META | {"diagnosis": diagnosis | {"kind": "authorization"}})
+    assert text.startswith(
+        "DIAGNOSIS (AccessDenied): authorization denied\n\n" + detail + "\n\nproxysigv4 signed"
+    )
+    assert "authorization denied (...)" not in text  # the one-line summary is the comment's
+    signature = render(META | {"diagnosis": diagnosis | {"code": "SignatureDoesNotMatch"}})
+    assert signature.startswith("DIAGNOSIS (SignatureDoesNotMatch): authorization denied (...)")
+
+
 def test_registered_view_is_never_auto_selected_but_renders_when_chosen():
     with taddons.context():
         check_registered_view()

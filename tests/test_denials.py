@@ -55,6 +55,11 @@ def explained(body: str, headers=None, intended=KEYS_ONLY, **kw):
     return denial, explain_denial(denial, signed_as(intended, **kw))
 
 
+def flat(text: str) -> str:
+    """The text with its wrapping undone."""
+    return " ".join(text.split())
+
+
 def json_error(message: str, code="AccessDeniedException") -> str:
     return json.dumps({"__type": code, "message": message})
 
@@ -83,7 +88,8 @@ def test_implicit_identity_denial_names_who_what_and_pastes_a_statement():
     assert "ask whoever manages user MaryMajor's IAM policies" in d.summary
     stmt = d.summary.split("identity-based policy: ", 1)[1].split(" (AWS named no resource")[0]
     assert json.loads(stmt) == {"Effect": "Allow", "Action": "codecommit:ListRepositories", "Resource": "*"}
-    assert "route /api signs with default credential chain (resolved: env, key AKIA…WXYZ)" in d.detail
+    assert "route /api signs with default credential chain (resolved: env, key AKIA…WXYZ)" in flat(d.detail)
+    assert max(len(line) for line in d.detail.split("\n")[:-2]) <= 76  # rows fit mitmweb's pane
     assert d.code == "AccessDeniedException"
 
 

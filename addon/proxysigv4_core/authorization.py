@@ -3,6 +3,7 @@ the route meant to be, what was refused under which policy type, whom to ask, an
 it can be written (an IAM policy statement ready to paste)."""
 
 import json
+import textwrap
 from dataclasses import dataclass
 
 from .denials import Denial
@@ -20,6 +21,24 @@ _OWNERS = {
     "resource control": "the AWS Organizations administrator (resource control policies)",
     "VPC endpoint": "whoever manages the VPC endpoint's policy",
 }
+
+
+DETAIL_WIDTH = 76  # what mitmweb's content pane shows beside the flow list
+
+
+def _row(label: str, text: str) -> str:
+    """A labelled row of the detail, wrapped under its own column (JSON stays valid: only spaces break)."""
+    lines: list[str] = []
+    for n, paragraph in enumerate(text.split("\n")):
+        lines += textwrap.wrap(
+            paragraph,
+            DETAIL_WIDTH,
+            initial_indent=f"{label:<9}" if n == 0 else " " * 9,
+            subsequent_indent=" " * 9,
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -54,19 +73,20 @@ def explain_denial(denial: Denial, signed: SignedAs) -> Diagnosis:
         parts.append(mismatched)
     if what:
         parts.append(f"refused {what}")
-    parts += [p for p in (policy, f"ask {ask}" if ask else "", fix) if p]
-    detail = [
-        "AWS refused this request for authorization (not for its signature).",
-        f"who      AWS saw {who}" if denial.principal else "who      AWS did not name the principal",
-        f"         route {signed.route} signs with {_signer(signed)}",
+    parts += [p.replace("\n", " ") for p in (policy, f"ask {ask}" if ask else "", fix) if p]
+    rows = [
+        ("who", f"AWS saw {who}" if denial.principal else "AWS did not name the principal"),
+        ("", f"route {signed.route} signs with {_signer(signed)}"),
+        ("", mismatched or ""),
+        ("what", denial.action or "(action not named)"),
+        ("", f"on {denial.resource or '(resource not named by AWS)'}"),
+        ("policy", policy),
+        ("ask", ask),
+        ("fix", fix),
     ]
-    detail += [f"         {mismatched}"] if mismatched else []
-    detail += [f"what     {denial.action or '(action not named)'}"]
-    detail += [f"         on {denial.resource or '(resource not named by AWS)'}"]
-    detail += (
-        [f"policy   {policy}"] + ([f"ask      {ask}"] if ask else []) + ([f"fix      {fix}"] if fix else [])
-    )
-    detail += ["", f"AWS's words: {denial.message}"]
+    detail = ["AWS refused this request for authorization (not for its signature).", ""]
+    detail += [_row(label, text) for label, text in rows if text]
+    detail += ["", *textwrap.wrap(f"AWS's words: {denial.message}", DETAIL_WIDTH, break_on_hyphens=False)]
     return Diagnosis(denial.code or "AccessDenied", "; ".join(parts), "\n".join(detail))
 
 
@@ -113,31 +133,32 @@ def _policy_and_fix(denial: Denial, signed: SignedAs) -> tuple[str, str, str]:
     if kind in (None, "identity-based"):
         said = "" if kind else " (AWS did not name the policy type; this is the usual one)"
         stmt = statement(action, denial.resource)
-        note = "" if denial.resource else ' (AWS named no resource: narrow "*" to it)'
+        note = "" if denial.resource else '\n(AWS named no resource: narrow "*" to it)'
         return (
             f"implicit deny: no identity-based policy allows {action}{said}",
             _OWNERS["identity-based"].format(who=who),
-            f"add to {who}'s identity-based policy: {stmt}{note}",
+            f"add to {who}'s identity-based policy:\n{stmt}{note}",
         )
     if kind == "resource-based" and denial.principal is not None:
         stmt = statement(action, denial.resource, denial.principal.policy_arn(signed.intended))
         return (
             f"implicit deny: no resource-based policy allows {action}",
             owner,
-            f"add to {resource}'s policy: {stmt}",
+            f"add to {resource}'s policy:\n{stmt}",
         )
     if kind == "permissions boundary":
         return (
             f"implicit deny: the permissions boundary on {who} does not allow {action}",
             owner,
-            f"the boundary must allow it too: {statement(action, denial.resource)}",
+            f"the boundary must allow it too:\n{statement(action, denial.resource)}",
         )
     return (f"implicit deny: no {kind} policy allows {action}", owner, "")
 
 
 def _api_gateway(denial: Denial, signed: SignedAs) -> tuple[str, str, str]:
-    masked = " (AWS masked the account id: put the API's account id in place of the asterisks)"
-    masked = masked if denial.resource and "*" in denial.resource.split(":")[4:5][0] else ""
+    masked = "\n(AWS masked the account id: put the API's account id in place of the asterisks)"
+    account = (denial.resource or "").split(":")[4:5]
+    masked = masked if account and "*" in account[0] else ""
     if denial.lambda_authorizer:
         return (
             "the API's Lambda authorizer returned a policy that does not allow this method "
@@ -166,7 +187,7 @@ def _api_gateway(denial: Denial, signed: SignedAs) -> tuple[str, str, str]:
         "implicit deny: the method uses AWS_IAM authorization and nothing allows this caller to invoke it "
         "(same account: its identity policy or the API's resource policy; another account: both)",
         "whoever manages the caller's IAM policies, and the API's owner for its resource policy",
-        f"add to the caller's identity-based policy: {stmt}{masked}",
+        f"add to the caller's identity-based policy:\n{stmt}{masked}",
     )
 
 
@@ -186,7 +207,7 @@ def _kms_ciphertext(denial: Denial, signed: SignedAs) -> tuple[str, str, str]:
         f"KMS could not use the key that encrypted this ciphertext in region {signed.region}: "
         "it does not exist there, or its key policy does not allow the caller, or denies it",
         "the key's owner (its key policy)",
-        f"check that the route's region ({signed.region}) is the key's, then add to the key policy: "
+        f"check that the route's region ({signed.region}) is the key's, then add to the key policy:\n"
         f"{statement(denial.action or 'kms:Decrypt', '*', principal)}",
     )
 

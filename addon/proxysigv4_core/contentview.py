@@ -35,21 +35,27 @@ def render(meta: dict | None) -> str:
         )
     width = max(len(label) for _, label in (*FIELDS, ("", "signed headers"))) + 2
     heading = "signed by the app itself (passed through unchanged)" if meta.get("app_signed") else None
-    lines = [heading or "proxysigv4 signed this request", ""]
+    diagnosis = meta.get("diagnosis")
+    lines = [*_diagnosis_lines(diagnosis), ""] if diagnosis else []  # AWS's refusal explained, first
+    lines += [heading or "proxysigv4 signed this request", ""]
     lines += [f"{label:<{width}}{meta[key]}" for key, label in FIELDS if meta.get(key) is not None]
     lines.append(f"{'signed headers':<{width}}{';'.join(meta.get('signed_headers', []))}")
     if meta.get("replayed"):
         lines.append(f"{'replay':<{width}}re-signed for this replay")
-    diagnosis = meta.get("diagnosis")
-    if diagnosis:
-        heading = f"DIAGNOSIS ({diagnosis['code']}): {diagnosis['summary']}"
-        lines += ["", *textwrap.wrap(heading, 72, subsequent_indent="  ", break_on_hyphens=False)]
-        if diagnosis.get("detail"):
-            lines += ["", diagnosis["detail"]]
     lines += ["", "--- canonical request ---", meta.get("canonical_request", "")]
     string_to_sign = meta.get("string_to_sign") or "(computed inside awscrt for SigV4a, not exposed)"
     lines += ["", "--- string to sign ---", string_to_sign]
     return "\n".join(lines) + "\n"
+
+
+def _diagnosis_lines(diagnosis: dict) -> list[str]:
+    """An authorization denial's structured detail (who, what, policy, fix) under a short heading;
+    a signature diagnosis's summary, then its detail (a diff)."""
+    if diagnosis.get("kind") == "authorization" and diagnosis.get("detail"):
+        return [f"DIAGNOSIS ({diagnosis['code']}): authorization denied", "", diagnosis["detail"]]
+    heading = f"DIAGNOSIS ({diagnosis['code']}): {diagnosis['summary']}"
+    lines = textwrap.wrap(heading, 72, subsequent_indent="  ", break_on_hyphens=False)
+    return lines + (["", diagnosis["detail"]] if diagnosis.get("detail") else [])
 
 
 class SigV4(contentviews.Contentview):

@@ -10,10 +10,11 @@ from .identity import Intended
 KEY = "proxysigv4"
 
 
-class Diagnosis(TypedDict):
+class Diagnosis(TypedDict, total=False):
     code: str
     summary: str
     detail: str | None
+    kind: str  # "authorization" for a denial explained; absent for signature and clock diagnoses
 
 
 class FlowRecord(TypedDict, total=False):

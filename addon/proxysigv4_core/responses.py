@@ -74,11 +74,14 @@ def _diagnose(flow: http.HTTPFlow, response: http.Response, in_flight: InFlight,
         now=datetime.datetime.now(datetime.UTC),
         changed=changed_after_signing(flow.request, meta.get("target_url")),
     )
-    if found is None:
-        found = _authorization(error, meta, route, source)
+    kind = None
+    if found is None and (found := _authorization(error, meta, route, source)) is not None:
+        kind = "authorization"
     if found is None:
         return
     meta["diagnosis"] = {"code": found.code, "summary": found.summary, "detail": found.detail}
+    if kind:
+        meta["diagnosis"]["kind"] = kind
     response.headers[DIAGNOSIS_HEADER] = found.summary.encode("ascii", "replace").decode()
     flow.comment = f"proxysigv4 diagnosis ({found.code}): {found.summary}"
     flow.marked = ":warning:"
