@@ -19,6 +19,16 @@ pytestmark = pytest.mark.e2e
 def s3_refusing(received):
     """S3 refusing every request with SignatureDoesNotMatch and the canonical request it computed
     for /bucket/other (as if something on the way had changed the path)."""
+    if received.target == "/bucket/denied":  # S3's enhanced AccessDenied (troubleshoot-403-errors.html)
+        message = (
+            "User: arn:aws:iam::123456789012:user/app-user is not authorized to perform: s3:PutObject on resource: "
+            '"arn:aws:s3:::bucket/denied" because no identity-based policy allows the s3:PutObject action'
+        )
+        return (
+            403,
+            [("content-type", "application/xml")],
+            f"<Error><Code>AccessDenied</Code><Message>{message}</Message></Error>".encode(),
+        )
     auth, request = s3_request_as_received(received, "/bucket/other")
     canonical = auth.canonical_request(request)
     body = (
@@ -46,7 +56,11 @@ def test_an_apps_signed_calls_are_explained_in_mitmweb(tmp_path):
             # the proxy's own credentials are loaded by its first signed request
             assert requests.put(f"{web.proxy}/s3/bucket/warm", data=b"x", timeout=10).status_code == 403
             proxies = {"http": f"http://127.0.0.1:{forward}"}
-            for path, changed in (("/bucket/key", None), ("/bucket/signed", "/bucket/sent")):
+            for path, changed in (
+                ("/bucket/key", None),
+                ("/bucket/signed", "/bucket/sent"),
+                ("/bucket/denied", None),
+            ):
                 signed = app_signed_put(upstream, path, changed)
                 r = requests.put(
                     signed.url, data=b"payload", headers=dict(signed.headers), proxies=proxies, timeout=10
@@ -66,13 +80,19 @@ def test_an_apps_signed_calls_are_explained_in_mitmweb(tmp_path):
                     or None
                 )
             )
-            wait_for(lambda: len([f for f in web.get("/flows") if f.get("comment")]) >= 3)
+            wait_for(lambda: len([f for f in web.get("/flows") if f.get("comment")]) >= 4)
             by_path = {f["request"]["path"]: f for f in web.get("/flows")}
             correct, changed = by_path["/bucket/key"], by_path["/bucket/sent"]
             assert correct["comment"].startswith(
                 "proxysigv4 diagnosis (SignatureDoesNotMatch): the signature matches what was sent; AWS disagrees"
             ), correct["comment"]
             assert "signature does not match what was sent" in changed["comment"], changed["comment"]
+            denied = by_path["/bucket/denied"]["comment"]
+            assert "authorization denied (AWS saw user app-user" in denied and "AWS disagrees" not in denied
+            assert (
+                '{"Effect": "Allow", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::bucket/denied"}'
+                in denied
+            )
             view = web.get(f"/flows/{correct['id']}/request/content/sigv4.json")
             text = view["text"]
             assert "signed by the app itself" in text and "-/bucket/key" in text and "+/bucket/other" in text

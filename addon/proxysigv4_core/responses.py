@@ -126,6 +126,23 @@ def _authorization(error: AwsError, meta: FlowRecord, route, source: str) -> Dia
     return explain_denial(denial, signed)
 
 
+def _app_authorization(error: AwsError, meta: FlowRecord, source: str) -> Diagnosis | None:
+    """An app-signed request's denial: the app's own credentials, whose identity the proxy does not know."""
+    denial = parse_denial(error)
+    if denial is None:
+        return None
+    signed = SignedAs(
+        "(signed by the app)",
+        source,
+        "the app's own credentials",
+        None,
+        meta.get("access_key_id"),
+        meta.get("region", ""),
+        {},
+    )
+    return explain_denial(denial, signed)
+
+
 def explain_app_refusal(flow: http.HTTPFlow, source: str) -> None:
     """An app-signed request AWS refused: the diagnosis, with whether botocore's own signature over
     what was sent matches the app's (the answer itself is not changed)."""
@@ -147,6 +164,13 @@ def explain_app_refusal(flow: http.HTTPFlow, source: str) -> None:
         if error is not None
         else None
     )
+    if found is None and error is not None and (denied := _app_authorization(error, meta, source)):
+        # AWS accepted the signature: whether botocore's recomputation matches says nothing here
+        meta["diagnosis"] = {"code": denied.code, "summary": denied.summary, "detail": denied.detail}
+        meta["diagnosis"]["kind"] = "authorization"
+        flow.comment = f"proxysigv4 diagnosis ({denied.code}): {denied.summary}"
+        flow.marked = ":warning:"
+        return
     recomputed = meta.get("recomputed")
     if found is None and recomputed is None:
         return
