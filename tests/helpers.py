@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import requests
 
 from conftest import free_port, mitmdump_command, stop, wait_for_port
@@ -94,6 +95,29 @@ def running_mitmweb(config: Path, tmp_path: Path, env: dict[str, str], *extra: s
         yield Web(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{web_port}", proc, log, session)
     finally:
         stop(proc)
+
+
+def sigv4_view_in_chromium(url: str, pick, wait_text: str, shot: Path) -> str:
+    """Open mitmweb at `url` in Chromium, click the flow `pick(page)` finds, choose the SigV4 view,
+    wait for `wait_text`, screenshot to `shot`; the page's text. Skips without Chromium/Playwright."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium; .ci/run installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (test extra)")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            pick(page).click()
+            page.get_by_text("View:").click()
+            page.locator(".dropdown-menu a", has_text="sigv4").click()
+            page.get_by_text("--- canonical request ---").wait_for(timeout=10000)
+            page.get_by_text(wait_text).wait_for(timeout=10000)
+            content = page.inner_text("body")
+            page.screenshot(path=str(shot))
+        finally:
+            browser.close()
+    return content
 
 
 def wait_for(predicate, timeout=10):

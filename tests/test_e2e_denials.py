@@ -14,7 +14,7 @@ import pytest
 import requests
 import yaml
 
-from helpers import CHROMIUM, CHROMIUM_ARGS, get, proxy_env, route, running_mitmweb, wait_for
+from helpers import get, proxy_env, route, running_mitmweb, sigv4_view_in_chromium, wait_for
 from peers.fakests import FakeSTS
 from peers.processes import BIN, bare_mitmdump_command, free_port, stop, wait_for_port
 from peers.sigv4_verify import verify
@@ -118,24 +118,14 @@ def test_demo_web_shows_signed_steps_and_both_diagnoses_in_mitmweb(demo):
 
 
 def test_demo_web_authorization_diagnosis_in_chromium(demo, tmp_path):
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium; .ci/run installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (test extra)")
     d, _, token = demo
     shot = Path(os.environ.get("PROXYSIGV4_DENIAL_SCREENSHOT") or tmp_path / "mitmweb-denial.png")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"http://127.0.0.1:{d.web_port}/?token={token}")
-            page.locator("tr", has_text="403").filter(has_text="POST").first.click()
-            page.get_by_text("View:").click()
-            page.locator(".dropdown-menu a", has_text="sigv4").click()
-            page.get_by_text("DIAGNOSIS (AccessDenied)").wait_for(timeout=10000)
-            content = page.inner_text("body")
-            page.screenshot(path=str(shot))
-        finally:
-            browser.close()
+    content = sigv4_view_in_chromium(
+        f"http://127.0.0.1:{d.web_port}/?token={token}",
+        lambda page: page.locator("tr", has_text="403").filter(has_text="POST").first,
+        "DIAGNOSIS (AccessDenied)",
+        shot,
+    )
     assert "no identity-based policy allows sqs:CreateQueue" in content
     assert '"Action": "sqs:CreateQueue"' in content
     assert shot.stat().st_size > 10_000

@@ -11,14 +11,13 @@ import yaml
 
 from conftest import Upstream
 from helpers import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     KEY,
     PASSWORD,
     SECRET,
     proxy_env,
     running_mitmweb,
     s3_request_as_received,
+    sigv4_view_in_chromium,
     wait_for,
 )
 from peers.sigv4_verify import verify
@@ -130,9 +129,6 @@ def test_sigv4_view_diagnosis_markers_replay_and_commands(web):
 
 
 def test_browser_shows_the_sigv4_view_and_diagnosis_in_mitmweb(web, tmp_path):
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium; .ci/run installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (test extra)")
     web, _ = web
     requests.put(f"{web.proxy}/ok/bucket/key", data=b"x", headers={"x-amz-meta-color": "blue"}, timeout=10)
     requests.put(
@@ -143,21 +139,11 @@ def test_browser_shows_the_sigv4_view_and_diagnosis_in_mitmweb(web, tmp_path):
     )
     wait_for(lambda: len(web.get("/flows")) >= 2)
     shot = Path(os.environ.get("PROXYSIGV4_SCREENSHOT") or tmp_path / "mitmweb-sigv4.png")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{web.api}/?token={PASSWORD}")
-            page.get_by_text(
-                "/bucket/other"
-            ).first.click()  # the flow AWS (here: the S3-like upstream) refused
-            page.get_by_text("View:").click()
-            page.locator(".dropdown-menu a", has_text="sigv4").click()
-            page.get_by_text("--- canonical request ---").wait_for(timeout=10000)
-            page.get_by_text("DIAGNOSIS (SignatureDoesNotMatch)").wait_for(timeout=10000)
-            content = page.inner_text("body")
-            page.screenshot(path=str(shot))
-        finally:
-            browser.close()
+    content = sigv4_view_in_chromium(
+        f"{web.api}/?token={PASSWORD}",
+        lambda page: page.get_by_text("/bucket/other").first,  # the flow the S3-like upstream refused
+        "DIAGNOSIS (SignatureDoesNotMatch)",
+        shot,
+    )
     assert "-/bucket/key\n+/bucket/other" in content and "x-amz-meta-color:blue" in content
     assert shot.stat().st_size > 10_000
