@@ -3,8 +3,10 @@
 import datetime
 
 import pytest
+from mitmproxy.test import tutils
 
 from proxysigv4_core.diagnosis import compare_canonical, diagnose, parse_aws_error
+from proxysigv4_core.responses import changed_after_signing
 
 NOW = datetime.datetime(2026, 11, 26, 12, 0, 0, tzinfo=datetime.UTC)
 OURS = (
@@ -175,3 +177,25 @@ def test_non_aws_bodies_are_not_errors():
     assert parse_aws_error(b"<html>Bad gateway</html>", {}) is None
     assert parse_aws_error(b"plain text", {}) is None
     assert parse_aws_error(b'{"ok": true}', {}) is None
+
+
+def test_a_request_changed_after_signing_is_named_when_aws_gives_no_canonical_request():
+    body = b"<Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match</Message></Error>"
+    _, d = explain(body, changed="signed for http://h/a, sent to http://h/b")
+    assert d.summary.startswith(
+        "signature mismatch: the request was changed after signing: signed for http://h/a"
+    )
+    _, plain = explain(body)
+    assert "did not return its canonical request" in plain.summary
+
+
+def test_changed_after_signing_compares_what_was_sent_with_what_was_signed():
+    request = tutils.treq(scheme=b"https", host="Bucket.s3.amazonaws.com", port=443, path=b"/k?x=1")
+    assert changed_after_signing(request, "https://bucket.s3.amazonaws.com/k?x=1") is None
+    assert changed_after_signing(request, None) is None
+    moved = changed_after_signing(request, "https://bucket.s3.amazonaws.com/other?x=1")
+    assert (
+        moved
+        == "signed for https://bucket.s3.amazonaws.com/other?x=1, sent to https://Bucket.s3.amazonaws.com/k?x=1"
+    )
+    assert changed_after_signing(request, "https://bucket.s3.amazonaws.com:8443/k?x=1") is not None

@@ -103,7 +103,7 @@ def changed_after_signing(request: http.Request, signed_url: str | None) -> str 
         signed.port or default,
         signed.path + (f"?{signed.query}" if signed.query else ""),
     )
-    now = (request.scheme, request.host, request.port, request.path)
+    now = (request.scheme, request.host.lower(), request.port, request.path)
     if was == now:
         return None
     return f"signed for {signed_url}, sent to {request.url}"
