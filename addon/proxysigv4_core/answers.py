@@ -83,10 +83,9 @@ def show_as_received(flow: http.HTTPFlow) -> None:
     its scheme, Host and path, in mitmweb and mitmdump's flow list. Nothing is sent there."""
     request = flow.request
     scheme = "https" if flow.client_conn.tls_established else "http"
-    host, port = url.parse_authority(request.host_header or "", check=False)
-    if not host or (
-        ":" in host and not request.host_header.startswith("[")
-    ):  # no usable Host: the listener's
+    host_header = request.host_header or ""
+    host, port = url.parse_authority(host_header, check=False)
+    if not host or (":" in host and not host_header.startswith("[")):  # none, or unparsable: the listener's
         sockname = flow.client_conn.sockname
         host, port = str(sockname[0]), int(sockname[1])
     data = request.data  # not the setters: they would rewrite the Host header the client sent

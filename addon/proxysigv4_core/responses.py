@@ -75,16 +75,12 @@ def _diagnose(flow: http.HTTPFlow, response: http.Response, in_flight: InFlight,
         changed=changed_after_signing(flow.request, meta.get("target_url")),
     )
     kind = None
-    if found is None and (found := _authorization(error, meta, route, source)) is not None:
+    if found is None and (found := _authorization(error, _route_signer(route, meta, source))) is not None:
         kind = "authorization"
     if found is None:
         return
-    meta["diagnosis"] = {"code": found.code, "summary": found.summary, "detail": found.detail}
-    if kind:
-        meta["diagnosis"]["kind"] = kind
+    _mark(flow, meta, found, kind)
     response.headers[DIAGNOSIS_HEADER] = found.summary.encode("ascii", "replace").decode()
-    flow.comment = f"proxysigv4 diagnosis ({found.code}): {found.summary}"
-    flow.marked = ":warning:"
     log.warning(
         "proxysigv4: %s %s -> %s: %s", flow.request.method, meta.get("client_path"), found.code, found.summary
     )
@@ -109,12 +105,14 @@ def changed_after_signing(request: http.Request, signed_url: str | None) -> str 
     return f"signed for {signed_url}, sent to {request.url}"
 
 
-def _authorization(error: AwsError, meta: FlowRecord, route, source: str) -> Diagnosis | None:
-    """An authorization denial explained with what the proxy knows of the route's identity."""
+def _authorization(error: AwsError, signed: SignedAs) -> Diagnosis | None:
+    """An authorization denial explained with what the proxy knows of the signer's identity."""
     denial = parse_denial(error)
-    if denial is None:
-        return None
-    signed = SignedAs(
+    return explain_denial(denial, signed) if denial is not None else None
+
+
+def _route_signer(route, meta: FlowRecord, source: str) -> SignedAs:
+    return SignedAs(
         route.prefix,
         source,
         route.credential_source,
@@ -123,24 +121,23 @@ def _authorization(error: AwsError, meta: FlowRecord, route, source: str) -> Dia
         route.region,
         meta.get("intended", {}),
     )
-    return explain_denial(denial, signed)
 
 
-def _app_authorization(error: AwsError, meta: FlowRecord, source: str) -> Diagnosis | None:
-    """An app-signed request's denial: the app's own credentials, whose identity the proxy does not know."""
-    denial = parse_denial(error)
-    if denial is None:
-        return None
-    signed = SignedAs(
-        "(signed by the app)",
-        source,
-        "the app's own credentials",
-        None,
-        meta.get("access_key_id"),
-        meta.get("region", ""),
-        {},
+def _app_signer(meta: FlowRecord, source: str) -> SignedAs:
+    """An app-signed request's signer: the app's own credentials, whose identity the proxy does not know."""
+    app = "the app's own credentials"
+    return SignedAs(
+        "(signed by the app)", source, app, None, meta.get("access_key_id"), meta.get("region", ""), {}
     )
-    return explain_denial(denial, signed)
+
+
+def _mark(flow: http.HTTPFlow, meta: FlowRecord, found: Diagnosis, kind: str | None = None) -> None:
+    """The diagnosis on record (the SigV4 view), as the flow's comment and its ⚠ marker."""
+    meta["diagnosis"] = {"code": found.code, "summary": found.summary, "detail": found.detail}
+    if kind:
+        meta["diagnosis"]["kind"] = kind
+    flow.comment = f"proxysigv4 diagnosis ({found.code}): {found.summary}"
+    flow.marked = ":warning:"
 
 
 def explain_app_refusal(flow: http.HTTPFlow, source: str) -> None:
@@ -164,12 +161,9 @@ def explain_app_refusal(flow: http.HTTPFlow, source: str) -> None:
         if error is not None
         else None
     )
-    if found is None and error is not None and (denied := _app_authorization(error, meta, source)):
+    if found is None and error is not None and (denied := _authorization(error, _app_signer(meta, source))):
         # AWS accepted the signature: whether botocore's recomputation matches says nothing here
-        meta["diagnosis"] = {"code": denied.code, "summary": denied.summary, "detail": denied.detail}
-        meta["diagnosis"]["kind"] = "authorization"
-        flow.comment = f"proxysigv4 diagnosis ({denied.code}): {denied.summary}"
-        flow.marked = ":warning:"
+        _mark(flow, meta, denied, "authorization")
         return
     recomputed = meta.get("recomputed")
     if found is None and recomputed is None:
@@ -180,6 +174,4 @@ def explain_app_refusal(flow: http.HTTPFlow, source: str) -> None:
     elif recomputed is not None:
         summary = recomputed
     code = found.code if found else str(response.status_code)
-    meta["diagnosis"] = {"code": code, "summary": summary, "detail": found.detail if found else None}
-    flow.comment = f"proxysigv4 diagnosis ({code}): {summary}"
-    flow.marked = ":warning:"
+    _mark(flow, meta, Diagnosis(code, summary, found.detail if found else ""))
