@@ -55,7 +55,7 @@ class SignedAs:
 
 
 def statement(action: str, resource: str | None, principal: str | None = None) -> str:
-    """An IAM policy statement as one line of JSON (a resource policy's names its principal)."""
+    """An IAM policy statement as one line of JSON (in a resource policy it names the principal)."""
     body: dict[str, object] = {"Effect": "Allow"}
     if principal:
         body["Principal"] = {"AWS": principal}
@@ -124,7 +124,7 @@ def _policy_and_fix(denial: Denial, signed: SignedAs) -> tuple[str, str, str]:
     kind, action = denial.policy, denial.action
     owner = _OWNERS.get(kind or "", "").format(who=who, resource=resource)
     if denial.explicit:
-        where = f"a {kind} policy" if kind and kind != "permissions boundary" else (kind or "some policy")
+        where = f"a {kind} policy" if kind and kind != "permissions boundary" else f"a {kind or 'policy'}"
         return (
             f"explicit deny in {where}: a Deny statement matches {action}, and a Deny wins over any Allow",
             owner or "the account's IAM administrator",
