@@ -17,7 +17,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from peers.sigv4_verify import verify, verify_sigv4a
-from proxysigv4_core import signing
+from proxysigv4_core import signers
 from proxysigv4_core.config import parse_config
 from proxysigv4_core.headers import filter_request_headers
 from proxysigv4_core.routing import RouteTable, resolve
@@ -173,7 +173,7 @@ def test_the_speed_tricks_sign_as_plain_botocore(
     method, path, query, headers, body, token, service, payload_hash, port
 ):
     """sign_request hands botocore the body's SHA-256 and keeps its header selection for the
-    request's second use (_HeadersOnce): the request must come out as botocore's own signer,
+    request's second use (HeadersOnce): the request must come out as botocore's own signer,
     unsubclassed and unhelped, makes it (same headers in the same order, same Authorization)."""
     name, is_s3 = service
     assume(not (is_s3 and payload_hash))  # plain S3SigV4Auth takes no chosen payload hash (see above)
@@ -182,13 +182,13 @@ def test_the_speed_tricks_sign_as_plain_botocore(
     creds = ReadOnlyCredentials("AKIDEXAMPLE", "secret/key", token)
     args = dict(method=method, url=url, host_header=host, headers=headers, body=body, credentials=creds)
     args |= dict(service=name, region="eu-west-1", is_s3=is_s3, payload_hash=payload_hash)
-    plain = signing._aws_request(method, url, host, headers, body)
+    plain = signers.aws_request(method, url, host, headers, body)
     if payload_hash is not None and not is_s3:
         plain.headers["X-Amz-Content-SHA256"] = payload_hash
     elif payload_hash is None and name == "aoss":
         plain.headers["X-Amz-Content-SHA256"] = hashlib.sha256(body).hexdigest()
     if is_s3:
-        plain.context["client_config"] = signing._S3_SIGN_PAYLOAD
+        plain.context["client_config"] = signers.S3_SIGN_PAYLOAD
     with mock.patch("botocore.auth.get_current_datetime", return_value=WHEN):
         ours = sign_request(**args)
         (S3SigV4Auth if is_s3 else SigV4Auth)(creds, name, "eu-west-1").add_auth(plain)
@@ -226,7 +226,7 @@ def test_a_body_digest_computed_ahead_signs_as_hashing_the_body_does(client_targ
     upstream = resolve(ROUTES, client_target)
     creds = ReadOnlyCredentials("AKIDEXAMPLE", "secret/key", None)
     body = bytes(range(256)) * 40
-    digest = signing.body_sha256(body)
+    digest = signers.body_sha256(body)
     assert digest == hashlib.sha256(body).hexdigest()
     with mock.patch("botocore.auth.get_current_datetime", return_value=WHEN):
         itself = sign_upstream(upstream, "PUT", [("Content-Type", "a/b")], body, creds)

@@ -28,7 +28,7 @@ from .redaction import hide_sent_secrets
 from .requestlog import log_request
 from .responses import explain_app_refusal, explain_refusal, filter_response
 from .service import Service
-from .signing import body_sha256
+from .signers import body_sha256
 from .state import ConfigWatcher, State, derive_state, describe, file_mark
 from .streaming import body_too_large
 

@@ -14,7 +14,7 @@ from mitmproxy import http
 
 from .flowrecord import FlowRecord, set_record
 from .redaction import mask_key_id, redact_canonical
-from .signing import _PAYLOAD_KEY, _S3Auth, _SigV4Auth, body_sha256
+from .signers import PAYLOAD_KEY, S3Signer, SigV4Signer, body_sha256
 
 log = logging.getLogger("proxysigv4")
 ALGORITHM = "AWS4-HMAC-SHA256 "
@@ -55,10 +55,10 @@ def explain(
         for value in request.headers.get_all(name):
             sent.headers[name] = value
     if "x-amz-content-sha256" not in {n.lower() for n in names}:
-        sent.context[_PAYLOAD_KEY] = body_sha256(request.raw_content or b"")
+        sent.context[PAYLOAD_KEY] = body_sha256(request.raw_content or b"")
     sent.context["timestamp"] = signed_at if signed_at.startswith(day) else f"{day}T000000Z"
     credentials = secret_for(key)
-    signer = (_S3Auth if service == "s3" else _SigV4Auth)(
+    signer = (S3Signer if service == "s3" else SigV4Signer)(
         credentials or ReadOnlyCredentials(key, "", None), service, region
     )
     canonical_request = signer.canonical_request(sent)

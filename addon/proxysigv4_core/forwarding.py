@@ -13,7 +13,8 @@ from .intake import Pending, header_fields
 from .presign import presign_url
 from .redaction import mask_key_id, redact_canonical, redact_query
 from .requestlog import RequestHead
-from .signing import SignedRequest, sign_upstream
+from .signers import SignedRequest
+from .signing import sign_upstream
 from .streaming import content_length
 
 # A WebSocket upgrade signed in its URL must be used at once: a minute is plenty.

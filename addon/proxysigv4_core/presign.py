@@ -12,7 +12,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 
 from .routing import HostTable, RouteTable, Upstream, resolve, resolve_host
-from .signing import _RECORD_KEY, _Recording
+from .signers import RECORD_KEY, Recording
 
 DEFAULT_EXPIRES = 3600
 MAX_EXPIRES = 7 * 24 * 3600  # SigV4's limit for query-string authentication
@@ -58,11 +58,11 @@ def presign(
     return upstream, signed.url
 
 
-class _QueryAuth(_Recording, SigV4QueryAuth):
+class _QueryAuth(Recording, SigV4QueryAuth):
     pass
 
 
-class _S3QueryAuth(_Recording, S3SigV4QueryAuth):
+class _S3QueryAuth(Recording, S3SigV4QueryAuth):
     pass
 
 
@@ -87,7 +87,7 @@ def presign_url(
     request = AWSRequest(method=method, url=url)
     signer = _S3QueryAuth if is_s3 else _QueryAuth
     signer(credentials, service, region, expires=expires).add_auth(request)
-    canonical_request, string_to_sign = request.context[_RECORD_KEY]
+    canonical_request, string_to_sign = request.context[RECORD_KEY]
     return PresignedRequest(request.url, canonical_request, string_to_sign)
 
 

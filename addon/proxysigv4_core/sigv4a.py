@@ -7,14 +7,14 @@ import functools
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 
-from .signing import (
-    _CONTENT_SHA256_SERVICES,
-    _PAYLOAD_KEY,
-    _S3_SIGN_PAYLOAD,
+from .signers import (
+    CONTENT_SHA256_SERVICES,
+    PAYLOAD_KEY,
+    S3_SIGN_PAYLOAD,
+    S3Signer,
     SignedRequest,
-    _aws_request,
-    _S3Auth,
-    _SigV4Auth,
+    SigV4Signer,
+    aws_request,
     body_sha256,
 )
 
@@ -41,7 +41,7 @@ def sign_request_sigv4a(
     string to sign is not recorded."""
     from botocore.crt.auth import CrtS3SigV4AsymAuth, CrtSigV4AsymAuth
 
-    request = _aws_request(method, url, host_header, headers, body)
+    request = aws_request(method, url, host_header, headers, body)
     signer = CrtS3SigV4AsymAuth if is_s3 else CrtSigV4AsymAuth
     if payload_hash is not None:  # the CRT signer takes an explicit payload hash from this header
         request.headers["X-Amz-Content-SHA256"] = payload_hash
@@ -50,10 +50,10 @@ def sign_request_sigv4a(
         # would read the body again through a Python stream, on the event loop (~50-100 ms for 32 MiB).
         body_digest = body_digest or body_sha256(body)
         request.headers["X-Amz-Content-SHA256"] = body_digest
-        if not (is_s3 or service in _CONTENT_SHA256_SERVICES):
+        if not (is_s3 or service in CONTENT_SHA256_SERVICES):
             signer = _crt_digest_given()  # the same signature, without sending that header
     if is_s3:
-        request.context["client_config"] = _S3_SIGN_PAYLOAD
+        request.context["client_config"] = S3_SIGN_PAYLOAD
     signer(credentials, service, region).add_auth(request)
     out = list(request.headers.items())
     signed_at = next((v for k, v in out if k.lower() == "x-amz-date"), "")
@@ -62,8 +62,8 @@ def sign_request_sigv4a(
     for name, value in out:
         if name.lower() in signed.signed_headers:
             record.headers[name] = value
-    record.context[_PAYLOAD_KEY] = payload_hash or body_digest
-    signer = (_S3Auth if is_s3 else _SigV4Auth)(credentials, service, region)
+    record.context[PAYLOAD_KEY] = payload_hash or body_digest
+    signer = (S3Signer if is_s3 else SigV4Signer)(credentials, service, region)
     return dataclasses.replace(signed, canonical_request=signer.canonical_request(record))
 
 
