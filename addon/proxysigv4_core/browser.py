@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from .configerror import ConfigError
+from .inbound import InboundError
 from .rejection import RequestRejected
 
 # A DNS name (letters, digits, '-', '_' in dot-separated labels) or an IPv4 address.
@@ -68,7 +70,6 @@ def host_name(value: str) -> str | None:
 def parse_host_pattern(value: object, where: str) -> str:
     """An `allowedHosts` entry: a name, an IP, a glob over leftmost labels (`*.corp.example`), or
     `*` (any: see check_wildcards)."""
-    from .config import ConfigError
 
     text = value.strip().lower().rstrip(".") if isinstance(value, str) else ""
     if text == ANY_ORIGIN:
@@ -90,7 +91,6 @@ def parse_host_pattern(value: object, where: str) -> str:
 
 def parse_origin(value: object, where: str) -> str:
     """A `corsOrigins` entry: `scheme://host[:port]` (normalised), `null` or `*`."""
-    from .config import ConfigError
 
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{where}: expected an origin such as http://localhost:3000")
@@ -285,8 +285,6 @@ def response_cors_headers(origin: str, names: Iterable[str]) -> list[tuple[str, 
 def check_wildcards(origins: Iterable[str], hosts: Iterable[str], authenticated: bool, source: str) -> None:
     """`*` or `null` in corsOrigins, and `*` in allowedHosts, let any page use the proxy: only when
     every request must authenticate."""
-    from .inbound import InboundError
-
     wild = sorted({o for o in origins if o in (ANY_ORIGIN, NULL_ORIGIN)} | ({"*"} & set(hosts)))
     if wild and not authenticated:
         raise InboundError(

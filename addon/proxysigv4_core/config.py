@@ -17,6 +17,7 @@ from urllib.parse import SplitResult, urlsplit
 import yaml
 
 from .browser import parse_host_pattern, parse_origin
+from .configerror import ConfigError
 from .headers import HeaderPolicy, request_policy, response_policy
 from .inbound import BearerTokens, InboundError, parse_token
 from .inference import infer_service_region, infer_signing_algorithm, is_s3
@@ -68,10 +69,6 @@ _REGION = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d+$")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # Characters allowed unescaped in a target's path: RFC 3986 pchar plus '/' and '%'-escapes.
 _PATH_CHARS = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*$")
-
-
-class ConfigError(ValueError):
-    """A problem in the config file, worded for the person who wrote it."""
 
 
 @dataclass(frozen=True)
