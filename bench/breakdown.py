@@ -50,12 +50,13 @@ CATEGORIES = ("hooks", "log line", "dispatch", "mitmproxy rest")
 # The addon's features, by the functions that do them (see the docstring).
 FEATURES = (
     ("routing", frozenset({"upstream_for", "resolve", "resolve_replay"})),
-    ("browser rules", frozenset({"_check_browser", "check_host", "check_origin", "_plan_preflight"})),
+    ("browser rules", frozenset({"_check_browser", "check_host", "check_origin", "_preflight"})),
     (
         "request checks",
         frozenset(
-            {"header_fields", "check_request_headers", "authenticate", "plan_request", "pending_for"}
-            | {"websocket_handshake", "connection_tokens", "first_values", "Pending.__init__"}
+            {"header_fields", "check_request_headers", "authenticate", "plan_request", "received_for"}
+            | {"websocket_handshake", "connection_tokens", "first_values", "_checked", "_routed", "_planned"}
+            | {"Received.__init__", "Checked.__init__", "Routed.__init__", "Planned.__init__"}
         ),
     ),
     ("header allowlist", frozenset({"filter_request_headers"})),

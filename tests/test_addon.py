@@ -16,7 +16,7 @@ from mitmproxy.addons import proxyauth, proxyserver
 from mitmproxy.test import taddons, tflow, tutils
 
 from helpers import TARGET_PIECES
-from proxysigv4_core import ProxySigV4, forwarding, requestlog
+from proxysigv4_core import ProxySigV4, forwarding, intake, requestlog
 from proxysigv4_core import addon as addon_module
 
 API = "https://abc.execute-api.eu-west-1.amazonaws.com"
@@ -821,6 +821,97 @@ def test_any_origin_needs_inbound_authentication(tmp_path, origin):
             tctx, a, tmp_path, {"corsOrigins": [origin], "bearerTokens": ["t" * 20], "/x": API}, name="b.yaml"
         )
         assert a.state.bearer is not None
+
+
+# ---- a request's stages (intake.prepare): a refusal names what the request had reached ----------
+def _outcome(a, path, method="GET", headers=(), host=b"127.0.0.1:8080"):
+    f = reverse_flow(path, method, headers, host)
+    return intake.prepare(a.state, f, intake.received_for(a.state, f))
+
+
+SAME_SITE = (b"sec-fetch-site", b"same-site")
+
+
+def test_prepare_refuses_at_the_stage_the_request_reached(tmp_path):
+    a = ProxySigV4()
+    with taddons.context(a) as tctx:
+        load(tctx, a, tmp_path, BROWSER_ROUTES)
+        # the Host check fails first: nothing known but the request
+        o = _outcome(a, "/x/a", host=b"rebind.test:8080")
+        assert isinstance(o, intake.Refusal) and type(o.stage) is intake.Received
+        assert (o.error.error, o.stage.route_prefix, o.stage.cors_origin) == ("host_not_allowed", None, None)
+        # past the browser rules, from an origin every route allows, but no route: readable there
+        o = _outcome(a, "/nowhere", headers=((b"origin", b"http://localhost:4000"), SAME_SITE))
+        assert isinstance(o, intake.Refusal) and type(o.stage) is intake.Checked
+        assert (o.error.error, o.stage.route_prefix) == ("no_route", None)
+        assert (o.stage.cors_origin, o.stage.host) == ("http://localhost:4000", "127.0.0.1:8080")
+        # routed to /y, whose origins do not include /x's: refused, naming /y, readable by nobody
+        o = _outcome(a, "/y/a", headers=((b"origin", b"http://localhost:3000"), SAME_SITE))
+        assert isinstance(o, intake.Refusal) and type(o.stage) is intake.Routed
+        assert (o.error.error, o.stage.route_prefix, o.stage.cors_origin) == (
+            "cross_origin_refused",
+            "/y",
+            None,
+        )
+        # routed and allowed, then the body plan refuses: the route and the origin are known
+        chunk_signed = ((b"x-amz-content-sha256", b"STREAMING-AWS4-HMAC-SHA256-PAYLOAD"),)
+        o = _outcome(a, "/x/a", "PUT", ((b"origin", b"http://localhost:3000"), SAME_SITE, *chunk_signed))
+        assert isinstance(o, intake.Refusal) and type(o.stage) is intake.Routed
+        assert (o.error.error, o.stage.route_prefix) == ("unsupported_payload_mode", "/x")
+        assert o.stage.cors_origin == "http://localhost:3000"
+        # a request that passes every stage: planned, with its route and upstream
+        o = _outcome(a, "/x/a", "PUT", ((b"origin", b"http://localhost:3000"), SAME_SITE))
+        assert isinstance(o, intake.Planned) and o.route.prefix == "/x" and o.plan.payload_hash is None
+        assert (o.upstream.url, o.client_target, o.cors_origin) == (
+            API + "/a",
+            "/x/a",
+            "http://localhost:3000",
+        )
+
+
+def test_an_internal_failure_in_prepare_is_a_refusal_not_an_exception(tmp_path, monkeypatch):
+    def broken(*args):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(intake, "plan_request", broken)
+    a = ProxySigV4()
+    with taddons.context(a) as tctx:
+        load(tctx, a, tmp_path, BROWSER_ROUTES)
+        o = _outcome(a, "/x/a")
+        assert isinstance(o, intake.Refusal) and isinstance(o.error, RuntimeError)
+        assert type(o.stage) is intake.Routed and o.stage.route_prefix == "/x"
+
+
+def test_prepare_gives_a_preflight_its_answer_and_a_planned_request_its_route(tmp_path):
+    a = ProxySigV4()
+    with taddons.context(a) as tctx:
+        load(tctx, a, tmp_path, BROWSER_ROUTES)
+        asks = ((b"origin", b"http://localhost:3000"), (b"access-control-request-method", b"PUT"))
+        o = _outcome(a, "/x/a", "OPTIONS", asks)
+        assert isinstance(o, intake.Preflight) and o.route_prefix == "/x"
+        assert ("access-control-allow-origin", "http://localhost:3000") in o.headers
+        # /y does not allow that origin: not answered as a preflight; the OPTIONS is planned as any
+        # request would be, and refused once routed (the origin is not /y's)
+        o = _outcome(a, "/y/a", "OPTIONS", asks)
+        assert isinstance(o, intake.Refusal) and o.stage.route_prefix == "/y"
+
+
+def test_a_preflight_the_request_hook_sees_first_is_answered_too(tmp_path):
+    """A flow requestheaders did not see (injected by another addon) goes through the same stages
+    in the request hook: a preflight gets the proxy's answer there as well."""
+
+    async def main():
+        a = ProxySigV4()
+        with taddons.context(a) as tctx:
+            load(tctx, a, tmp_path, BROWSER_ROUTES)
+            asks = ((b"origin", b"http://localhost:3000"), (b"access-control-request-method", b"PUT"))
+            f = reverse_flow("/x/a", "OPTIONS", asks)
+            await a.request(f)
+            assert f.response.status_code == 204
+            assert f.response.headers["access-control-allow-origin"] == "http://localhost:3000"
+            assert "authorization" not in f.request.headers
+
+    run(main())
 
 
 # ---- host routes: a forward proxy's requests signed for their own host -------------------------

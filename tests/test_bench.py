@@ -11,9 +11,10 @@ import time
 import pytest
 import requests
 
-import conftest
+from peers import processes
+from peers.upstream import Upstream
 
-BENCH = conftest.ROOT / "bench"
+BENCH = processes.ROOT / "bench"
 
 import throughput  # noqa: E402
 
@@ -113,16 +114,16 @@ def test_loopwatch_counts_blocking_and_busy_callbacks(tmp_path):
     script = tmp_path / "stall_maker.py"
     script.write_text(BLOCKING_SCRIPT)
     record = tmp_path / "stalls.json"
-    with conftest.Upstream(lambda r: (200, [], b"ok")) as upstream:
-        port = conftest.free_port()
-        cmd = conftest.bare_mitmdump_command(
+    with Upstream(lambda r: (200, [], b"ok")) as upstream:
+        port = processes.free_port()
+        cmd = processes.bare_mitmdump_command(
             upstream.url, port, "-s", str(BENCH / "loopwatch.py"), "-s", str(script)
         )
         env = {**os.environ, "LOOPWATCH_FILE": str(record)}
         log = open(tmp_path / "mitmdump.log", "wb")
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            conftest.wait_for_port(port, proc)
+            processes.wait_for_port(port, proc)
             base = f"http://127.0.0.1:{port}"
             for _ in range(3):
                 requests.get(f"{base}/fast", timeout=10).raise_for_status()
@@ -130,7 +131,7 @@ def test_loopwatch_counts_blocking_and_busy_callbacks(tmp_path):
             requests.get(f"{base}/block", timeout=10).raise_for_status()
             requests.get(f"{base}/spin", timeout=10).raise_for_status()
         finally:
-            conftest.stop(proc)
+            processes.stop(proc)
     stalls = [s for s in json.loads(record.read_text())["stalls"] if s[0] >= since]
     # (time, ms, cpu ms, gc ms, callback): one waited ~50 ms, one spun ~50 ms on the CPU
     assert any(s[1] >= 45 and s[2] < 10 for s in stalls), stalls
@@ -250,18 +251,18 @@ def test_shared_core_comparison_sees_what_a_proxy_costs_per_request(tmp_path):
     forwards about as many and answers as fast."""
     script = tmp_path / "spin.py"
     script.write_text(SPIN_SCRIPT)
-    upstream_port = conftest.free_port()
+    upstream_port = processes.free_port()
     procs = [subprocess.Popen([sys.executable, str(BENCH / "upstream.py"), str(upstream_port)])]
     cpus = os.sched_getaffinity(0)
     try:
-        conftest.wait_for_port(upstream_port, procs[0])
+        processes.wait_for_port(upstream_port, procs[0])
         ports = {}
         for name, extra in (("bare", []), ("bare2", []), ("spin", ["-s", str(script)])):
-            ports[name] = conftest.free_port()
-            cmd = conftest.bare_mitmdump_command(f"http://127.0.0.1:{upstream_port}", ports[name], *extra)
+            ports[name] = processes.free_port()
+            cmd = processes.bare_mitmdump_command(f"http://127.0.0.1:{upstream_port}", ports[name], *extra)
             procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
             throughput.pin(procs[-1].pid, throughput.PROXY_CPUS)  # all three share one core
-            conftest.wait_for_port(ports[name], procs[-1])
+            processes.wait_for_port(ports[name], procs[-1])
         throughput.pin(0, throughput.LOAD_CPUS)
         ratios, _ = throughput.shared_core(
             ports, throughput.REQUESTS[0], 3, 0.6, 6, names=("bare", "bare2", "spin")
@@ -276,7 +277,7 @@ def test_shared_core_comparison_sees_what_a_proxy_costs_per_request(tmp_path):
     finally:
         throughput.pin(0, cpus)
         for proc in procs:
-            conftest.stop(proc)
+            processes.stop(proc)
     assert ratios["spin"]["median"] < 0.8, ratios
     assert 0.8 < ratios["bare2"]["median"] < 1.25, ratios
     # and the latency one client sees, taking turns: the 3 ms spent per request, and no difference
@@ -329,7 +330,7 @@ def test_breakdown_sorts_the_addons_hook_samples_by_feature():
         "upstream_for (intake.py:128);resolve (routing.py:193)": "routing",
         f"{hook};ProxySigV4.requestheaders (addon.py:347);prepare (intake.py:52);"
         "check_request_headers (headers.py:190)": "request checks",
-        f"{hook};ProxySigV4.requestheaders (addon.py:345);pending_for (intake.py:38);Pending.__init__ (<string>:3)": (
+        f"{hook};ProxySigV4.requestheaders (addon.py:345);received_for (intake.py:38);Received.__init__ (<string>:3)": (
             "request checks"
         ),
         f"{hook};ProxySigV4.requestheaders (addon.py:347);prepare (intake.py:55);_check_browser (intake.py:70);"

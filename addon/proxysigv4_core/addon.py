@@ -11,18 +11,23 @@ import logging
 import weakref
 from collections.abc import Sequence
 
+from botocore.credentials import ReadOnlyCredentials
 from mitmproxy import command, contentviews, ctx, exceptions, http
+from mitmproxy.addonmanager import Loader
+from mitmproxy.connection import Client
+from mitmproxy.optmanager import OptManager
+from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
 from . import appsigned, commands, errors, internals, logformat
 from .answers import answer_error, answer_preflight
 from .config import Config, ConfigError, Route, load_config
 from .contentview import SigV4
-from .credentials import CredentialStore
+from .credentials import CredentialProvider, CredentialStore
 from .drain import DEFAULT_TIMEOUT
 from .flowrecord import record_of
 from .forwarding import InFlight, forward
 from .inbound import InboundError
-from .intake import Pending, pending_for, prepare
+from .intake import Outcome, Planned, Preflight, Refusal, prepare, received_for
 from .presign import DEFAULT_EXPIRES
 from .redaction import hide_sent_secrets
 from .requestlog import log_request
@@ -54,14 +59,14 @@ class ProxySigV4:
         self.credentials = CredentialStore()
         self.service = Service(self.credentials, lambda: self.state)
         self._in_flight: dict[str, InFlight] = {}
-        self._pending: dict[str, Pending] = {}
+        self._pending: dict[str, Planned] = {}
         self._watcher = ConfigWatcher(lambda: self.state, self._apply)
         self._tasks: list[asyncio.Task] = []
         self._verbose = False
         # credential providers whose first load was followed by a gc.freeze()
         self._frozen_after: weakref.WeakSet = weakref.WeakSet()
 
-    def load(self, loader) -> None:
+    def load(self, loader: Loader) -> None:
         loader.add_option(
             OPTION,
             str,
@@ -144,58 +149,61 @@ class ProxySigV4:
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Route and plan before the body is read: refuse early, or sign now and stream the body."""
         self.service.received(flow)
-        pending = pending_for(self.state, flow)
-        if flow.response or flow.error or not flow.live or pending is None:
+        received = received_for(self.state, flow)
+        if flow.response or flow.error or not flow.live or received is None:
             return
-        try:
-            prepare(self.state, flow, pending)
-            if pending.preflight is not None:
-                answer_preflight(flow, pending, self._verbose)
-            elif pending.plan.stream:
-                await self._forward(flow, pending, body=None)
-                flow.request.stream = True
-            else:
-                # The body is hashed into the signature, so it is held, not streamed past us.
-                flow.request.stream = False
-                self._pending[flow.id] = pending
-        except Exception as e:
-            answer_error(flow, pending, e, self._verbose)
+        outcome = prepare(self.state, flow, received)
+        if isinstance(outcome, Planned) and not outcome.plan.stream:
+            # The body is hashed into the signature, so it is held, not streamed past us.
+            flow.request.stream = False
+            self._pending[flow.id] = outcome
+        else:
+            await self._settle(flow, outcome, held=False)
 
     async def request(self, flow: http.HTTPFlow) -> None:
-        pending = self._pending.pop(flow.id, None)
-        if pending is None:  # requestheaders did not see this flow (e.g. injected by an addon)
-            pending = pending_for(self.state, flow)
-        if pending is None and not (flow.response or flow.error):
+        planned = self._pending.pop(flow.id, None)
+        # requestheaders did not see a flow injected by an addon: it is received here
+        received = planned or received_for(self.state, flow)
+        if received is None and not (flow.response or flow.error):
             appsigned.record_explanation(flow, self.credentials.known)
-        if flow.response or flow.error or not flow.live or flow.id in self._in_flight or pending is None:
+        if flow.response or flow.error or not flow.live or flow.id in self._in_flight or received is None:
+            return
+        if flow.request.stream:
+            flow.kill()  # another addon made the body stream after requestheaders: unsignable
+            return
+        await self._settle(flow, planned or prepare(self.state, flow, received), held=True)
+
+    async def _settle(self, flow: http.HTTPFlow, outcome: Outcome, held: bool) -> None:
+        """Answer a refusal or a preflight, or sign a planned request and send it on: with its body
+        held (and hashed), or streaming past us."""
+        if isinstance(outcome, Refusal):
+            answer_error(flow, outcome.stage, outcome.error, self._verbose)
             return
         try:
-            if flow.request.stream:
-                flow.kill()  # another addon made the body stream after requestheaders: unsignable
+            if isinstance(outcome, Preflight):
+                answer_preflight(flow, outcome, self._verbose)
                 return
-            if pending.upstream is None:
-                prepare(self.state, flow, pending)
-            body = flow.request.raw_content or b""
-            route, plan = pending.upstream.route, pending.plan
-            if len(body) > route.buffer_limit and plan.payload_hash is None:
-                raise body_too_large(route, len(body))
-            digest = None
-            if len(body) >= HASH_IN_THREAD_MIN and plan.payload_hash is None:
-                # hashlib lets go of the GIL: the event loop goes on serving the other requests.
-                digest = await asyncio.to_thread(body_sha256, body)
-            await self._forward(flow, pending, body=body, body_digest=digest)
+            body = digest = None
+            if held:
+                body = flow.request.raw_content or b""
+                hashed = outcome.plan.payload_hash is None
+                if hashed and len(body) > outcome.route.buffer_limit:
+                    raise body_too_large(outcome.route, len(body))
+                if hashed and len(body) >= HASH_IN_THREAD_MIN:
+                    # hashlib lets go of the GIL: the event loop goes on serving the other requests.
+                    digest = await asyncio.to_thread(body_sha256, body)
+            credentials, provider = await self._credentials(outcome.route)
+            in_flight = forward(flow, outcome, credentials, provider, body, digest)
+            if seconds := in_flight.route.timeout:
+                loop = asyncio.get_running_loop()
+                in_flight.timer = loop.call_later(seconds, self._on_timeout, flow, seconds)
+            self._in_flight[flow.id] = in_flight
+            if not held:
+                flow.request.stream = True
         except Exception as e:
-            answer_error(flow, pending, e, self._verbose)
+            answer_error(flow, outcome, e, self._verbose)
 
-    async def _forward(self, flow: http.HTTPFlow, pending: Pending, body, body_digest=None) -> None:
-        credentials, provider = await self._credentials(pending.upstream.route)
-        in_flight = forward(flow, pending, credentials, provider, body, body_digest)
-        if in_flight.route.timeout:
-            seconds = in_flight.route.timeout
-            in_flight.timer = asyncio.get_running_loop().call_later(seconds, self._on_timeout, flow, seconds)
-        self._in_flight[flow.id] = in_flight
-
-    async def _credentials(self, route: Route):
+    async def _credentials(self, route: Route) -> tuple[ReadOnlyCredentials, CredentialProvider]:
         provider = self.credentials.provider(route)
         credentials = await provider.get()
         if provider not in self._frozen_after:
@@ -205,7 +213,7 @@ class ProxySigV4:
             gc.freeze()
         return credentials, provider
 
-    def server_connect(self, data) -> None:
+    def server_connect(self, data: ServerConnectionHookData) -> None:
         """A route target's TLS names the target itself, and h2 is offered (ALPN) to targets whose
         route says `http2: true`, also for HTTP/1 clients (mitmproxy would offer HTTP/1.1 only)."""
         server = data.server
@@ -223,17 +231,18 @@ class ProxySigV4:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         in_flight = self._in_flight.get(flow.id)
         if in_flight is not None and flow.response is not None:
-            filter_response(flow, in_flight)
+            filter_response(flow, flow.response, in_flight)
         self.service.closing(flow)
 
     def response(self, flow: http.HTTPFlow) -> None:
         in_flight = self._in_flight.get(flow.id)
         response = flow.response
-        refused = response is not None and response.status_code >= 400 and not response.stream
-        if refused and in_flight is not None:
-            explain_refusal(flow, in_flight, self.state.config.source if self.state else "")
-        elif refused and record_of(flow).get("app_signed"):
-            explain_app_refusal(flow, self.state.config.source if self.state else "")
+        if response is not None and response.status_code >= 400 and not response.stream:  # refused
+            source = self.state.config.source if self.state else ""
+            if in_flight is not None:
+                explain_refusal(flow, response, in_flight, source)
+            elif record_of(flow).get("app_signed"):
+                explain_app_refusal(flow, response, source)
         if not (response is not None and response.stream):
             self.service.closing(flow)
         self.service.answered(flow, in_flight.route.prefix if in_flight else None)
@@ -256,7 +265,7 @@ class ProxySigV4:
     def done(self) -> None:
         self.service.stop()
 
-    def client_disconnected(self, client) -> None:
+    def client_disconnected(self, client: Client) -> None:
         errors.forget(client.id)
 
     def _finish(self, flow: http.HTTPFlow) -> None:
@@ -281,7 +290,7 @@ class ProxySigV4:
             errors.timed_out_connections.pop(flow.client_conn.id, None)
 
 
-def _fit_mitmproxy_options(options, updated: set[str]) -> None:
+def _fit_mitmproxy_options(options: OptManager, updated: set[str]) -> None:
     """Set the mitmproxy options signing needs, and warn of those that break signatures."""
     if "connection_strategy" in updated and options.connection_strategy == "eager":
         # Eager mode connects to the --mode target before we reroute; each route has its own.
@@ -300,7 +309,7 @@ def _fit_mitmproxy_options(options, updated: set[str]) -> None:
             )
 
 
-def _load_service_options(loader) -> None:
+def _load_service_options(loader: Loader) -> None:
     loader.add_option(
         "proxysigv4_health_port",
         int,

@@ -9,7 +9,7 @@ from mitmproxy.net.http import url
 from . import browser, errors
 from .credentials import CredentialError
 from .flowrecord import FlowRecord, set_record
-from .intake import Pending
+from .intake import Preflight, Received
 from .rejection import RequestRejected
 from .requestlog import RequestHead, log_request
 
@@ -18,63 +18,62 @@ log = logging.getLogger("proxysigv4")
 BROWSER_REFUSALS = frozenset({"host_not_allowed", "cross_origin_refused"})
 
 
-def answer_error(flow: http.HTTPFlow, pending: Pending, error: Exception, verbose: bool) -> None:
-    """Turn every failure into the proxy's own JSON answer; nothing is forwarded unsigned."""
+def answer_error(flow: http.HTTPFlow, stage: Received, error: Exception, verbose: bool) -> None:
+    """Turn every failure into the proxy's own JSON answer; nothing is forwarded unsigned. `stage`:
+    as far as the request got (its route, once routed, is named)."""
     if isinstance(error, RequestRejected):
-        refuse(flow, pending, error.status, error.error, error.message, error.headers)
+        refuse(flow, stage, error.status, error.error, error.message, error.headers)
     elif isinstance(error, CredentialError):
-        message = f"credentials for route {pending.route_prefix}: {error}"
-        refuse(flow, pending, 503, "credentials_unavailable", message)
+        message = f"credentials for route {stage.route_prefix}: {error}"
+        refuse(flow, stage, 503, "credentials_unavailable", message)
     else:
         log.error(
-            "proxysigv4: internal error for %s %s", flow.request.method, pending.client_target, exc_info=error
+            "proxysigv4: internal error for %s %s", flow.request.method, stage.client_target, exc_info=error
         )
-        refuse(flow, pending, 500, "internal_error", "proxysigv4 failed to sign this request (see proxy log)")
-    route = pending.upstream.route if pending.upstream else None
+        refuse(flow, stage, 500, "internal_error", "proxysigv4 failed to sign this request (see proxy log)")
     log_request(
-        flow, RequestHead(flow.request.method, pending.client_target, "-"), route, pending.started, verbose
+        flow, RequestHead(flow.request.method, stage.client_target, "-"), stage.route, stage.started, verbose
     )
 
 
 def refuse(
-    flow: http.HTTPFlow, pending: Pending, status: int, error: str, message: str, headers=None
+    flow: http.HTTPFlow,
+    stage: Received,
+    status: int,
+    error: str,
+    message: str,
+    headers: dict[str, str] | None = None,
 ) -> None:
-    flow.response = errors.error_response(status, error, message, pending.route_prefix)
+    flow.response = errors.error_response(status, error, message, stage.route_prefix)
     flow.response.headers.update(headers or {})
-    if pending.cors_origin is not None:  # the allowed page may read why
-        for name, value in browser.response_cors_headers(pending.cors_origin, ()):
+    if stage.cors_origin is not None:  # the allowed page may read why
+        for name, value in browser.response_cors_headers(stage.cors_origin, ()):
             flow.response.headers[name] = value
     if error in BROWSER_REFUSALS:
-        log.warning("proxysigv4: refused %s %s: %s", flow.request.method, pending.client_target, message)
+        log.warning("proxysigv4: refused %s %s: %s", flow.request.method, stage.client_target, message)
     record: FlowRecord = {
         "rejected": error,
         "status": status,
         "message": message,
-        "client_path": pending.client_target,
+        "client_path": stage.client_target,
     }
-    if pending.route_prefix is not None:
-        record["route"] = pending.route_prefix
+    if stage.route_prefix is not None:
+        record["route"] = stage.route_prefix
     set_record(flow, record)
     flow.comment = f"proxysigv4 refused ({status} {error}): {message}"
     flow.marked = ":no_entry:"
-    if pending.host_route is None:
+    if stage.host_route is None:
         show_as_received(flow)
 
 
-def answer_preflight(flow: http.HTTPFlow, pending: Pending, verbose: bool) -> None:
+def answer_preflight(flow: http.HTTPFlow, preflight: Preflight, verbose: bool) -> None:
     """The proxy's own answer to a CORS preflight from an allowed origin."""
-    flow.response = http.Response.make(204, b"", dict(pending.preflight or ()))
-    set_record(flow, {"preflight": pending.cors_origin, "client_path": pending.client_target})
-    if pending.host_route is None:
+    flow.response = http.Response.make(204, b"", dict(preflight.headers))
+    set_record(flow, {"preflight": preflight.cors_origin, "client_path": preflight.client_target})
+    if preflight.host_route is None:
         show_as_received(flow)
-    route = pending.upstream.route if pending.upstream else None
-    log_request(
-        flow,
-        RequestHead("OPTIONS", pending.client_target, "(CORS preflight)"),
-        route,
-        pending.started,
-        verbose,
-    )
+    head = RequestHead("OPTIONS", preflight.client_target, "(CORS preflight)")
+    log_request(flow, head, preflight.route, preflight.started, verbose)
 
 
 def show_as_received(flow: http.HTTPFlow) -> None:

@@ -1,18 +1,22 @@
 """A planned request on its way: signed (by botocore), retargeted to its route's upstream, recorded
 for mitmweb, and tracked until its answer (what to hide again, what AWS may echo)."""
 
+import asyncio
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
+from botocore.credentials import ReadOnlyCredentials
 from mitmproxy import http
 
 from .config import Route, Target
+from .credentials import CredentialProvider
 from .flowrecord import FlowRecord, set_record
 from .headers import connection_management, connection_tokens, first_values, websocket_handshake
-from .intake import Pending, header_fields
+from .intake import Planned, header_fields
 from .presign import presign_url
 from .redaction import mask_key_id, redact_canonical, redact_query
 from .requestlog import RequestHead
+from .routing import Upstream
 from .signers import SignedRequest
 from .signing import sign_upstream
 from .streaming import content_length
@@ -28,7 +32,7 @@ class InFlight:
     route: Route
     started: float
     log_head: RequestHead  # the request line's first part: method, client path, target URL
-    timer: object | None = None  # the route timeout's handle
+    timer: asyncio.TimerHandle | None = None  # the route timeout's handle
     # What AWS may echo back in an error body (S3 does): scrubbed before the client sees it.
     secrets: tuple[bytes, ...] = ()
     # The signed headers with their secrets hidden, put back into the flow once it has left.
@@ -37,7 +41,14 @@ class InFlight:
     cors_origin: str | None = None  # an allowed web origin: the answer carries its CORS headers
 
 
-def forward(flow: http.HTTPFlow, pending: Pending, credentials, provider, body, body_digest=None) -> InFlight:
+def forward(
+    flow: http.HTTPFlow,
+    planned: Planned,
+    credentials: ReadOnlyCredentials,
+    provider: CredentialProvider,
+    body: bytes | None,
+    body_digest: str | None = None,
+) -> InFlight:
     """Sign the request for its route, send it to the route's target, record it; `body` None: the
     body streams (signed with the plan's payload hash and the client's Content-Length)."""
     request = flow.request
@@ -46,9 +57,9 @@ def forward(flow: http.HTTPFlow, pending: Pending, credentials, provider, body, 
     handshake = websocket_handshake(request.method, fields, first)
     tokens = connection_tokens(fields, first)
     signed, path, flow_path = sign(
-        pending, request.method, fields, first, handshake, tokens, credentials, body, body_digest
+        planned, request.method, fields, first, handshake, tokens, credentials, body, body_digest
     )
-    extra = []
+    extra: list[tuple[str, str]] = []
     if handshake is None and (manage := connection_management(tokens)):
         # mitmproxy keeps or closes both connections by this token (headers' "Connection management")
         extra.append(("connection", manage))  # hop-by-hop: never signed
@@ -56,28 +67,36 @@ def forward(flow: http.HTTPFlow, pending: Pending, credentials, provider, body, 
         extra.append(("expect", expect))  # never signed; mitmproxy answers it and drops it
     if handshake:
         extra += handshake  # the WebSocket handshake's own headers, not signed
-    route = pending.upstream.route
-    retarget(request, pending.upstream.target, path, signed.headers + extra)
-    set_record(flow, record(flow, pending, signed, provider, credentials, streamed=body is None))
-    echoed = (signed.signature.encode(),) if signed.signature else ()
+    retarget(request, planned.upstream.target, path, signed.headers + extra)
+    set_record(flow, record(flow, planned, signed, provider, credentials, streamed=body is None))
+    echoed: tuple[bytes, ...] = (signed.signature.encode(),) if signed.signature else ()
     if credentials.token:
         echoed += (credentials.token.encode(),)
     return InFlight(
-        route,
-        pending.started,
-        RequestHead(request.method, pending.client_target, pending.upstream.url),
+        planned.route,
+        planned.started,
+        RequestHead(request.method, planned.client_target, planned.upstream.url),
         secrets=echoed,
         redacted=signed.redacted_secrets(),
         flow_path=flow_path if flow_path != path else None,
-        cors_origin=pending.cors_origin,
+        cors_origin=planned.cors_origin,
     )
 
 
-def sign(pending: Pending, method, fields, first, handshake, tokens, credentials, body, body_digest):
+def sign(
+    planned: Planned,
+    method: str,
+    fields: list[tuple[str, str]],
+    first: dict[str, str],
+    handshake: list[tuple[str, str]] | None,
+    tokens: set[str],
+    credentials: ReadOnlyCredentials,
+    body: bytes | None,
+    body_digest: str | None,
+) -> tuple[SignedRequest, str, str]:
     """The signed request, the path to send, and the path to keep in the flow once it has left
     (a WebSocket upgrade signed in its URL keeps it with the signature hidden)."""
-    upstream, plan = pending.upstream, pending.plan
-    route = upstream.route
+    upstream, plan, route = planned.upstream, planned.plan, planned.route
     path = upstream.path + (f"?{upstream.query}" if upstream.query else "")
     if handshake is not None and route.websocket_auth == "query":
         return _presigned_upgrade(route, upstream, credentials)
@@ -96,7 +115,9 @@ def sign(pending: Pending, method, fields, first, handshake, tokens, credentials
     return signed, path, path
 
 
-def _presigned_upgrade(route: Route, upstream, credentials) -> tuple[SignedRequest, str, str]:
+def _presigned_upgrade(
+    route: Route, upstream: Upstream, credentials: ReadOnlyCredentials
+) -> tuple[SignedRequest, str, str]:
     """A WebSocket upgrade signed in its URL (X-Amz-Signature, ...), for upstreams that want that."""
     presigned = presign_url(
         "GET", upstream.url, credentials, route.service, route.region, route.is_s3, WEBSOCKET_PRESIGN_EXPIRES
@@ -134,15 +155,20 @@ def retarget(request: http.Request, target: Target, path: str, headers: list[tup
 
 
 def record(
-    flow: http.HTTPFlow, pending: Pending, signed: SignedRequest, provider, credentials, streamed: bool
+    flow: http.HTTPFlow,
+    planned: Planned,
+    signed: SignedRequest,
+    provider: CredentialProvider,
+    credentials: ReadOnlyCredentials,
+    streamed: bool,
 ) -> FlowRecord:
     """What mitmweb's SigV4 view, replay and the diagnosis read (no secret in it)."""
-    route = pending.upstream.route
-    payload = pending.plan.payload_hash or f"hashed, sha256 {signed.canonical_request.rsplit(chr(10), 1)[-1]}"
+    route = planned.route
+    payload = planned.plan.payload_hash or f"hashed, sha256 {signed.canonical_request.rsplit(chr(10), 1)[-1]}"
     return {
         "route": route.prefix,
-        "client_path": pending.client_target,
-        "target_url": pending.upstream.url,
+        "client_path": planned.client_target,
+        "target_url": planned.upstream.url,
         "service": route.service,
         "region": route.region,
         "credential_source": route.credential_source,

@@ -1,6 +1,9 @@
 """A request from its headers to a plan, or a refusal: header checks, the browser rules, inbound
-authentication, routing and the body plan. Nothing here signs or forwards; every refusal is a
-RequestRejected the hooks turn into the proxy's own answer."""
+authentication, routing and the body plan. Nothing here signs or forwards.
+
+A request's stages are types of their own: Received -> Checked -> Routed -> Planned (or Preflight,
+answered by the proxy); a Refusal holds the stage reached, whose answer names what was known (the
+route once routed, the web origin allowed to read it)."""
 
 import time
 from dataclasses import dataclass
@@ -18,24 +21,69 @@ from .state import State
 from .streaming import RequestPlan, plan_request
 
 
-@dataclass(slots=True)
-class Pending:
-    """A request between its headers and its body: routed and planned, not yet signed."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Received:
+    """A request this addon handles, from its headers on: what any answer to it needs."""
 
     client_target: str
     started: float
-    upstream: Upstream | None = None
-    plan: RequestPlan | None = None
-    cors_origin: str | None = None  # the request's allowed web origin (browser.check_origin)
-    preflight: list[tuple[str, str]] | None = None  # a CORS preflight's answer, given by the proxy
     host_route: Route | None = None  # the host route of a request through a non-reverse listener
+    cors_origin: str | None = None  # once the browser rules allow it: a web origin that may read the answer
+
+    @property
+    def route(self) -> Route | None:
+        return None
 
     @property
     def route_prefix(self) -> str | None:
-        return self.upstream.route.prefix if self.upstream else None
+        route = self.route
+        return route.prefix if route is not None else None
 
 
-def pending_for(state: State | None, flow: http.HTTPFlow) -> Pending | None:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Checked(Received):
+    """Past the header checks and the browser rules that hold for every route."""
+
+    host: str | None = None  # the request's Host, for the own-origin check once routed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Routed(Received):
+    """A request with its route and upstream URL."""
+
+    upstream: Upstream
+
+    @property
+    def route(self) -> Route:
+        return self.upstream.route
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Planned(Routed):
+    """A routed request with its body plan: ready to sign."""
+
+    plan: RequestPlan
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Preflight(Routed):
+    """A CORS preflight from an allowed origin: the proxy answers it with `headers`."""
+
+    headers: list[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A request refused (or failed) at `stage`, the furthest it got: its answer names what is known."""
+
+    stage: Received
+    error: Exception
+
+
+Outcome = Planned | Preflight | Refusal
+
+
+def received_for(state: State | None, flow: http.HTTPFlow) -> Received | None:
     """A flow this addon handles, or None. Path routes are a reverse listener's; a flow from another
     kind of listener (regular, upstream, transparent, socks5, ...) names its own host, and only a
     host route for that host makes it ours: else it passes through as bare mitmproxy passes it,
@@ -48,7 +96,7 @@ def pending_for(state: State | None, flow: http.HTTPFlow) -> Pending | None:
             return None
     # A replayed flow keeps the client path it was first received with.
     target = record_of(flow).get("client_path", flow.request.path) if flow.is_replay else flow.request.path
-    return Pending(target, time.monotonic(), host_route=host_route)
+    return Received(client_target=target, started=time.monotonic(), host_route=host_route)
 
 
 def header_fields(headers: http.Headers) -> list[tuple[str, str]]:
@@ -56,62 +104,144 @@ def header_fields(headers: http.Headers) -> list[tuple[str, str]]:
     return [(k.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for k, v in headers.fields]
 
 
-def prepare(state: State | None, flow: http.HTTPFlow, pending: Pending) -> None:
-    """Check, authenticate, route and plan a request from its headers (raises to refuse it).
-    A CORS preflight from an allowed origin only gets `pending.preflight`, its answer."""
-    fields = header_fields(flow.request.headers)
-    first = check_request_headers(fields)
-    if pending.host_route is not None:
-        _prepare_host_routed(state, flow, pending, fields, first)
-        return
-    # Browser rules (browser.py): not for replays, the operator's own from mitmweb or the console.
-    rules = state is not None and flow.is_replay != "request"
-    host = _check_browser(state, flow, pending, first) if rules else None
-    if rules and flow.request.method == "OPTIONS" and "access-control-request-method" in first:
-        if _plan_preflight(state, flow, pending, first, host):
-            return
-    authenticate(state, flow)
-    pending.upstream = upstream_for(state, flow)
-    route = pending.upstream.route
-    if rules:
-        site = first.get("sec-fetch-site")
-        pending.cors_origin = browser.check_origin(first.get("origin"), site, host, route.cors_origins)
-    pending.plan = plan_request(route, fields, first)
+def prepare(state: State | None, flow: http.HTTPFlow, received: Received) -> Outcome:
+    """Check, authenticate, route and plan a request from its headers; a CORS preflight from an
+    allowed origin gets its answer. Any failure is a Refusal at the stage the request reached."""
+    try:
+        fields = header_fields(flow.request.headers)
+        first = check_request_headers(fields)
+    except Exception as e:
+        return Refusal(received, e)
+    if received.host_route is not None:
+        return _prepare_host_routed(flow, received, received.host_route, fields, first)
+    return _prepare_reverse(state, flow, received, fields, first)
 
 
-def _prepare_host_routed(state, flow: http.HTTPFlow, pending: Pending, fields, first: dict[str, str]) -> None:
+def _prepare_reverse(
+    state: State | None,
+    flow: http.HTTPFlow,
+    received: Received,
+    fields: list[tuple[str, str]],
+    first: dict[str, str],
+) -> Outcome:
+    """A reverse listener's request, routed by its path."""
+    stage = received
+    try:
+        # Browser rules (browser.py): not for replays, the operator's own from mitmweb or the console.
+        rules = state if state is not None and flow.is_replay != "request" else None
+        stage = checked = (
+            _checked(received) if rules is None else _check_browser(rules, flow, received, first)
+        )
+        if rules is not None and _is_preflight(flow, first):
+            stage = routed = _routed(checked, upstream_for(rules, flow), checked.cors_origin)
+            origin = browser.check_origin(first.get("origin"), None, checked.host, routed.route.cors_origins)
+            if origin is not None:
+                return _preflight(routed, origin, first, bearer=rules.bearer is not None)
+        authenticate(state, flow)
+        upstream = upstream_for(state, flow)
+        stage = routed = _routed(checked, upstream, checked.cors_origin)
+        if rules is not None:
+            site = first.get("sec-fetch-site")
+            origin = browser.check_origin(
+                first.get("origin"), site, checked.host, upstream.route.cors_origins
+            )
+            if origin != routed.cors_origin:  # the route's own origins decide
+                stage = routed = _routed(checked, upstream, origin)
+        return _planned(routed, plan_request(upstream.route, fields, first))
+    except Exception as e:
+        return Refusal(stage, e)
+
+
+def _prepare_host_routed(
+    flow: http.HTTPFlow,
+    received: Received,
+    route: Route,
+    fields: list[tuple[str, str]],
+    first: dict[str, str],
+) -> Outcome:
     """A request through a forward listener to a host route's host: signed for that same host.
     A browser page may trigger one only from an origin in corsOrigins (no own-origin exception:
     the page is on the site the proxy signs for)."""
-    route = pending.host_route
-    if flow.is_replay != "request":
-        site = first.get("sec-fetch-site")
-        pending.cors_origin = browser.check_origin(first.get("origin"), site, None, route.cors_origins)
-    r = flow.request
-    pending.upstream = resolve_host(route, r.scheme, r.host, r.port, r.path)
-    if pending.cors_origin and r.method == "OPTIONS" and "access-control-request-method" in first:
-        pending.preflight = browser.preflight_headers(
-            pending.cors_origin,
-            first.get("access-control-request-headers", ""),
-            route.request_headers.allows,
-            False,
-            first.get("access-control-request-private-network", "").lower() == "true",
-        )
-        return
-    pending.plan = plan_request(route, fields, first)
+    stage = received
+    try:
+        origin = None
+        if flow.is_replay != "request":
+            site = first.get("sec-fetch-site")
+            origin = browser.check_origin(first.get("origin"), site, None, route.cors_origins)
+        stage = checked = _checked(received, origin)
+        r = flow.request
+        stage = routed = _routed(checked, resolve_host(route, r.scheme, r.host, r.port, r.path), origin)
+        if origin and _is_preflight(flow, first):
+            return _preflight(routed, origin, first, bearer=False)
+        return _planned(routed, plan_request(route, fields, first))
+    except Exception as e:
+        return Refusal(stage, e)
 
 
-def _check_browser(state, flow: http.HTTPFlow, pending: Pending, first: dict[str, str]) -> str | None:
+def _is_preflight(flow: http.HTTPFlow, first: dict[str, str]) -> bool:
+    return flow.request.method == "OPTIONS" and "access-control-request-method" in first
+
+
+def _checked(received: Received, cors_origin: str | None = None, host: str | None = None) -> Checked:
+    return Checked(
+        client_target=received.client_target,
+        started=received.started,
+        host_route=received.host_route,
+        cors_origin=cors_origin,
+        host=host,
+    )
+
+
+def _routed(received: Received, upstream: Upstream, cors_origin: str | None) -> Routed:
+    return Routed(
+        client_target=received.client_target,
+        started=received.started,
+        host_route=received.host_route,
+        cors_origin=cors_origin,
+        upstream=upstream,
+    )
+
+
+def _planned(routed: Routed, plan: RequestPlan) -> Planned:
+    return Planned(
+        client_target=routed.client_target,
+        started=routed.started,
+        host_route=routed.host_route,
+        cors_origin=routed.cors_origin,
+        upstream=routed.upstream,
+        plan=plan,
+    )
+
+
+def _preflight(routed: Routed, origin: str, first: dict[str, str], bearer: bool) -> Preflight:
+    """The proxy's answer to a preflight from `origin`, which the route allows."""
+    headers = browser.preflight_headers(
+        origin,
+        first.get("access-control-request-headers", ""),
+        routed.route.request_headers.allows,
+        bearer,
+        first.get("access-control-request-private-network", "").lower() == "true",
+    )
+    return Preflight(
+        client_target=routed.client_target,
+        started=routed.started,
+        host_route=routed.host_route,
+        cors_origin=origin,
+        upstream=routed.upstream,
+        headers=headers,
+    )
+
+
+def _check_browser(state: State, flow: http.HTTPFlow, received: Received, first: dict[str, str]) -> Checked:
     """The Host check, and the Origin check against every origin some route allows (the route's
-    own list is checked once routed). Returns the request's Host for the own-origin check."""
+    own list is checked once routed). The Host is kept for the own-origin check."""
     policy = state.browsers
     host = check_host(flow, policy)
     origin = browser.check_origin(
         first.get("origin"), first.get("sec-fetch-site"), host, policy.known_origins
     )
-    if browser.origin_allowed(origin, host, policy.origins):
-        pending.cors_origin = origin  # allowed everywhere: a refusal below is readable too
-    return host
+    # allowed everywhere: a refusal below is readable too
+    return _checked(received, origin if browser.origin_allowed(origin, host, policy.origins) else None, host)
 
 
 def check_host(flow: http.HTTPFlow, policy: browser.BrowserPolicy) -> str | None:
@@ -123,25 +253,6 @@ def check_host(flow: http.HTTPFlow, policy: browser.BrowserPolicy) -> str | None
         hosts.append(request.data.authority.decode("utf-8", "surrogateescape"))
     policy.check_host(hosts)
     return hosts[0] if hosts else None
-
-
-def _plan_preflight(state, flow: http.HTTPFlow, pending: Pending, first: dict[str, str], host) -> bool:
-    """A CORS preflight from an origin the route allows gets the proxy's own answer
-    (`pending.preflight`); one from another origin is refused. False: not a browser's preflight."""
-    pending.upstream = upstream_for(state, flow)
-    route = pending.upstream.route
-    origin = browser.check_origin(first.get("origin"), None, host, route.cors_origins)
-    if origin is None:
-        return False
-    pending.cors_origin = origin
-    pending.preflight = browser.preflight_headers(
-        origin,
-        first.get("access-control-request-headers", ""),
-        route.request_headers.allows,
-        state.bearer is not None,
-        first.get("access-control-request-private-network", "").lower() == "true",
-    )
-    return True
 
 
 def authenticate(state: State | None, flow: http.HTTPFlow) -> None:

@@ -11,6 +11,7 @@ from mitmproxy import http
 from . import browser
 from .appsigned import MATCHES
 from .authorization import SignedAs, explain_denial
+from .config import Route
 from .denials import parse_denial
 from .diagnosis import DIAGNOSIS_HEADER, AwsError, Diagnosis, diagnose, parse_aws_error
 from .flowrecord import FlowRecord, record_of
@@ -23,10 +24,8 @@ from .streaming import streams_response
 log = logging.getLogger("proxysigv4")
 
 
-def filter_response(flow: http.HTTPFlow, in_flight: InFlight) -> None:
+def filter_response(flow: http.HTTPFlow, response: http.Response, in_flight: InFlight) -> None:
     """The response headers the client gets, and whether the body streams."""
-    response = flow.response
-    assert response is not None
     route = in_flight.route
     fields = response.headers.fields
     kept, first = filter_response_fields(route.response_headers, fields)
@@ -42,16 +41,14 @@ def filter_response(flow: http.HTTPFlow, in_flight: InFlight) -> None:
         kept += tuple([(k.encode(), v.encode()) for k, v in cors])
     if kept is not None and kept != fields:
         response.headers.fields = kept
-    stream = streams_response(route, (), flow.request.method, first)  # reads only the first values given
+    stream = streams_response(route, flow.request.method, first)
     if stream is not None:
         response.stream = stream
 
 
-def explain_refusal(flow: http.HTTPFlow, in_flight: InFlight, source: str) -> None:
+def explain_refusal(flow: http.HTTPFlow, response: http.Response, in_flight: InFlight, source: str) -> None:
     """For an error answer that was held: attach an explanation when AWS rejected the signature
     (shown in mitmweb, sent as a header), and scrub what AWS echoed of the secrets."""
-    response = flow.response
-    assert response is not None
     _diagnose(flow, response, in_flight, source)
     scrub_echoed_secrets(response, in_flight.secrets)
 
@@ -111,7 +108,7 @@ def _authorization(error: AwsError, signed: SignedAs) -> Diagnosis | None:
     return explain_denial(denial, signed) if denial is not None else None
 
 
-def _route_signer(route, meta: FlowRecord, source: str) -> SignedAs:
+def _route_signer(route: Route, meta: FlowRecord, source: str) -> SignedAs:
     return SignedAs(
         route.prefix,
         source,
@@ -140,10 +137,9 @@ def _mark(flow: http.HTTPFlow, meta: FlowRecord, found: Diagnosis, kind: str | N
     flow.marked = ":warning:"
 
 
-def explain_app_refusal(flow: http.HTTPFlow, source: str) -> None:
+def explain_app_refusal(flow: http.HTTPFlow, response: http.Response, source: str) -> None:
     """An app-signed request AWS refused: the diagnosis, with whether botocore's own signature over
     what was sent matches the app's (the answer itself is not changed)."""
-    response = flow.response
     meta = record_of(flow)
     error = parse_aws_error(response.content or b"", {k.lower(): v for k, v in response.headers.items()})
     found = (

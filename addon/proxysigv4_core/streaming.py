@@ -87,22 +87,20 @@ def body_too_large(route: Route, length: int | None) -> RequestRejected:
     )
 
 
-def streams_response(
-    route: Route, fields: list[tuple[str, str]], method: str, first: dict[str, str] | None = None
-) -> bool | None:
-    """True/False to force, None to leave mitmproxy's own decision (stream_large_bodies)."""
+def streams_response(route: Route, method: str, first: dict[str, str]) -> bool | None:
+    """True/False to force, None to leave mitmproxy's own decision (stream_large_bodies), from the
+    response headers' `first_values`."""
     if route.stream == "never":
         return False
     if route.stream == "always":
         return True
     if method.upper() == "HEAD":
         return None
-    headers = first if first is not None else first_values(fields)
-    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = first.get("content-type", "").split(";")[0].strip().lower()
     if content_type in STREAMING_CONTENT_TYPES:
         return True
-    length = content_length(headers)
-    if length is None and "chunked" in headers.get("transfer-encoding", "").lower():
+    length = content_length(first)
+    if length is None and "chunked" in first.get("transfer-encoding", "").lower():
         return True
     if length is not None and length > STREAM_THRESHOLD:
         return True
