@@ -34,6 +34,7 @@ $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
 lint: install
 	$(VENV)/bin/ruff check addon tests bench peers
 	$(VENV)/bin/ruff format --check addon tests bench peers
+	$(VENV)/bin/mypy
 
 format: install
 	$(VENV)/bin/ruff format addon tests bench peers

@@ -6,9 +6,12 @@ upstream from `verifier()` accepts requests signed with any issued set that has 
 import json
 import threading
 import time
+from collections.abc import Mapping
+from typing import Self
 from urllib.parse import urlsplit
 
-from .upstream import Received, Upstream, verify_then_answer
+from .sigv4_verify import Secrets
+from .upstream import Answer, Received, Upstream, verify_then_answer
 
 
 class Issuer:
@@ -25,11 +28,11 @@ class Issuer:
     def url(self) -> str:
         return self.upstream.url
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         self.upstream.__enter__()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.upstream.__exit__(*exc)
 
     def issue(self) -> tuple[str, str, str, float]:
@@ -44,18 +47,18 @@ class Issuer:
             self.issued[key] = (secret, token, expiry)
         return key, secret, token, expiry
 
-    def secrets(self) -> dict[str, tuple[str, str]]:
+    def secrets(self) -> Secrets:
         now = time.time()
         return {k: (s, t) for k, (s, t, exp) in self.issued.items() if exp > now}
 
     def verifier(self) -> Upstream:
         return Upstream(verify_then_answer(secrets=self.secrets))
 
-    def _answer(self, received: Received) -> tuple[int, list[tuple[str, str]], bytes]:
+    def _answer(self, received: Received) -> Answer:
         raise NotImplementedError
 
 
-def _json(status: int, body: dict, *headers: tuple[str, str]):
+def _json(status: int, body: Mapping[str, object], *headers: tuple[str, str]) -> Answer:
     return status, [("content-type", "application/json"), *headers], json.dumps(body).encode()
 
 
@@ -71,7 +74,7 @@ class SSOPortal(Issuer):
         self.access_token = access_token
         self.calls = 0
 
-    def _answer(self, received):
+    def _answer(self, received: Received) -> Answer:
         self.calls += 1
         headers = {k.lower(): v for k, v in received.headers}
         if self.fail or headers.get("x-amz-sso_bearer_token") != self.access_token:
@@ -95,7 +98,7 @@ class ContainerEndpoint(Issuer):
         self.token = token
         self.authorizations: list[str] = []
 
-    def _answer(self, received):
+    def _answer(self, received: Received) -> Answer:
         authorization = next((v for k, v in received.headers if k.lower() == "authorization"), "")
         self.authorizations.append(authorization)
         if self.fail or authorization != self.token:
@@ -117,7 +120,7 @@ class IMDS(Issuer):
         self.calls: list[tuple[str, str, bool]] = []  # (method, path, with a valid token)
         self._tokens: set[str] = set()
 
-    def _answer(self, received):
+    def _answer(self, received: Received) -> Answer:
         headers = {k.lower(): v for k, v in received.headers}
         path = urlsplit(received.target).path
         with_token = headers.get("x-aws-ec2-metadata-token") in self._tokens

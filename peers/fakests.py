@@ -4,13 +4,15 @@ signed with any credentials it issued (and are not yet expired)."""
 
 import threading
 import time
+from typing import Self
 from urllib.parse import parse_qsl
 
-from .upstream import Upstream, verify_then_answer
+from .sigv4_verify import Secrets
+from .upstream import Answer, Received, Upstream, verify_then_answer
 
 
 class FakeSTS:
-    def __init__(self, delay: float = 0.0, deny: bool = False, lifetime: float = 3600.0):
+    def __init__(self, delay: float = 0.0, deny: bool = False, lifetime: float = 3600.0) -> None:
         self.delay, self.deny, self.lifetime = delay, deny, lifetime
         self.deny_code, self.deny_message = (
             "AccessDenied",
@@ -33,14 +35,14 @@ class FakeSTS:
     def calls(self) -> int:
         return len(self.upstream.received)
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         self.upstream.__enter__()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.upstream.__exit__(*exc)
 
-    def _answer(self, received):
+    def _answer(self, received: Received) -> Answer:
         time.sleep(self.delay)
         form = dict(parse_qsl(received.body.decode()))
         action = form.get("Action", "AssumeRole")
@@ -68,12 +70,12 @@ class FakeSTS:
 </{action}Result><ResponseMetadata><RequestId>1</RequestId></ResponseMetadata></{action}Response>"""
         return 200, [("content-type", "text/xml")], body.encode()
 
-    def verifier(self, static: dict[str, tuple[str, None]] | None = None) -> Upstream:
+    def verifier(self, static: Secrets | None = None) -> Upstream:
         """An upstream accepting signatures by static keys or by issued, unexpired credentials."""
 
-        def secrets():
+        def secrets() -> Secrets:
             now = time.time()
-            known = dict(static or {})
+            known: Secrets = dict(static or {})
             for k, (s, t, exp) in self.issued.items():
                 if exp > now and (self.accept_for is None or now < self.issued_at[k] + self.accept_for):
                     known[k] = (s, t)

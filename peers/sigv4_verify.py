@@ -8,6 +8,7 @@ import datetime
 import hashlib
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from awscrt import auth as crt_auth
@@ -21,12 +22,20 @@ S3_SERVICES = {"s3", "s3-object-lambda"}
 UNSIGNED_MODES = {"UNSIGNED-PAYLOAD", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"}
 
 
+# access key -> (secret, session token or None)
+Secrets = dict[str, tuple[str, str | None]]
+
+
 @dataclass
 class Verdict:
     ok: bool
     reason: str
     expected: str | None = None
     received: str | None = None
+
+
+# method, target, headers, body, secrets -> the verdict (verify, verify_sigv4a)
+Verifier = Callable[[str, str, list[tuple[str, str]], bytes, Secrets], Verdict]
 
 
 def _header(headers: list[tuple[str, str]], name: str) -> str | None:
@@ -112,7 +121,7 @@ def botocore_authorization(
     return request.headers["Authorization"]
 
 
-def _payload_hash_mismatch(headers, body: bytes) -> Verdict | None:
+def _payload_hash_mismatch(headers: list[tuple[str, str]], body: bytes) -> Verdict | None:
     """A failed Verdict when x-amz-content-sha256 claims a hash the body received does not have."""
     content_sha = _header(headers, "x-amz-content-sha256")
     if content_sha is not None and content_sha not in UNSIGNED_MODES:
@@ -121,7 +130,9 @@ def _payload_hash_mismatch(headers, body: bytes) -> Verdict | None:
     return None
 
 
-def _parse_authorization(pattern: re.Pattern[str], headers, secrets):
+def _parse_authorization(
+    pattern: re.Pattern[str], headers: list[tuple[str, str]], secrets: Secrets
+) -> Verdict | tuple[re.Match[str], str, str | None, list[str]]:
     """The Authorization header's parts, the caller's secret and token, and the signed header
     names, after the checks every verifier makes; or the Verdict that failed."""
     authorization = _header(headers, "authorization")
@@ -147,7 +158,7 @@ def verify(
     target: str,
     headers: list[tuple[str, str]],
     body: bytes,
-    secrets: dict[str, tuple[str, str | None]],
+    secrets: Secrets,
     also_unsigned: frozenset[str] = frozenset(),
 ) -> Verdict:
     """Check a received request's SigV4 signature. `secrets` maps access key -> (secret, token).
@@ -196,7 +207,7 @@ def verify(
     return Verdict(True, "ok", expected, authorization)
 
 
-def crt_query_signature(method: str, url: str, secrets: dict[str, tuple[str, str | None]]) -> tuple[str, str]:
+def crt_query_signature(method: str, url: str, secrets: Secrets) -> tuple[str, str]:
     """(awscrt's signature, the URL's) for a presigned URL, re-signed by awscrt in query-string
     mode from the URL alone (its non-X-Amz parameters, path and host)."""
     from urllib.parse import parse_qsl, quote, urlsplit
@@ -267,7 +278,7 @@ def verify_sigv4a(
     target: str,
     headers: list[tuple[str, str]],
     body: bytes,
-    secrets: dict[str, tuple[str, str | None]],
+    secrets: Secrets,
 ) -> Verdict:
     """Check a received request's SigV4a signature: rebuild its canonical request (botocore's
     algorithm, from the signed headers received) and verify the ECDSA signature over the string to

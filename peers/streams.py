@@ -6,6 +6,7 @@ import http.client
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Self
 
 BLOCK = 1024 * 1024
 GIB = 1024 * BLOCK
@@ -43,16 +44,16 @@ class StreamingUpstream:
     """Serves /events (chunked, one event, waits for `release`, another), /big/<bytes>
     (Content-Length, deterministic blocks) and records request headers."""
 
-    def __init__(self, content_type: str = "text/event-stream"):
+    def __init__(self, content_type: str = "text/event-stream") -> None:
         self.release = threading.Event()
         self.second_written = threading.Event()
-        self.requests: list[tuple[str, dict]] = []
+        self.requests: list[tuple[str, dict[str, str]]] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_GET(self):
+            def do_GET(self) -> None:
                 outer.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
                 if self.path.endswith("/events"):
                     self.send_response(200)
@@ -77,11 +78,11 @@ class StreamingUpstream:
                     self.send_header("content-length", "0")
                     self.end_headers()
 
-            def _chunk(self, data: bytes):
+            def _chunk(self, data: bytes) -> None:
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                 self.wfile.flush()
 
-            def log_message(self, *args):
+            def log_message(self, format: str, *args: object) -> None:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -89,17 +90,19 @@ class StreamingUpstream:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.release.set()
         self.server.shutdown()
         self.server.server_close()
 
 
-def put_blocks(base_url: str, path: str, size: int, headers: dict | None = None, timeout: float = 600):
+def put_blocks(
+    base_url: str, path: str, size: int, headers: dict[str, str] | None = None, timeout: float = 600
+) -> tuple[int, bytes, str]:
     """PUT `size` bytes of deterministic blocks with a Content-Length; returns (status, body, md5)."""
     host, port = base_url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=timeout)

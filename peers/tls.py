@@ -2,6 +2,7 @@
 
 import datetime
 import ipaddress
+import socketserver
 import ssl
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def make_ca_and_server_cert(directory: Path, names: tuple[str, ...] = ()) -> dic
     return paths
 
 
-def serve_tls(server, pem: dict[str, Path]) -> None:
+def serve_tls(server: socketserver.TCPServer, pem: dict[str, Path]) -> None:
     """Make a socketserver-based upstream (peers.upstream.Upstream's .server) speak TLS with `pem`."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(pem["cert"], pem["key"])

@@ -4,8 +4,11 @@ query string) with awscrt before it accepts, then echoes messages."""
 import asyncio
 import threading
 from http import HTTPStatus
+from typing import Self
 
-from websockets.asyncio.server import serve
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
 from proxysigv4_core.emulator import free_port
 
@@ -32,28 +35,30 @@ class VerifyingEchoServer:
         self.verdicts: list[str] = []
         self.paths: list[str] = []
         self._ready = threading.Event()
-        self._stop: asyncio.Future | None = None
+        self._running: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         self._thread.start()
         assert self._ready.wait(10)
         return self
 
-    def __exit__(self, *exc):
-        self._loop.call_soon_threadsafe(self._stop.set_result, None)
+    def __exit__(self, *exc: object) -> None:
+        if self._running is not None:
+            loop, stop = self._running
+            loop.call_soon_threadsafe(stop.set_result, None)
         self._thread.join(10)
 
     async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = self._loop.create_future()
-        async with serve(
-            self._echo, "127.0.0.1", self.port, process_request=self._check, subprotocols=["chat"]
-        ):
+        loop = asyncio.get_running_loop()
+        stop: asyncio.Future[None] = loop.create_future()
+        self._running = loop, stop
+        chat = [Subprotocol("chat")]
+        async with serve(self._echo, "127.0.0.1", self.port, process_request=self._check, subprotocols=chat):
             self._ready.set()
-            await self._stop
+            await stop
 
-    def _check(self, connection, request):
+    def _check(self, connection: ServerConnection, request: Request) -> Response | None:
         headers = [(k, v) for k, v in request.headers.raw_items()]
         self.paths.append(request.path)
         secrets = self.secrets
@@ -69,6 +74,6 @@ class VerifyingEchoServer:
             return connection.respond(HTTPStatus.FORBIDDEN, f"signature rejected: {reason}\n")
         return None
 
-    async def _echo(self, websocket) -> None:
+    async def _echo(self, websocket: ServerConnection) -> None:
         async for message in websocket:
             await websocket.send(f"echo: {message}" if isinstance(message, str) else b"echo: " + message)

@@ -25,7 +25,7 @@ DIFFERS = (
 )
 
 
-def record_explanation(flow: http.HTTPFlow, secret_for) -> None:
+def record_explanation(flow: http.HTTPFlow, secret_for: Callable[[str], ReadOnlyCredentials | None]) -> None:
     """For a flow passing through: if the app signed it, its explanation in the flow's record (and
     a warning marker when the signature does not match what was sent). Never changes the request;
     never raises."""
@@ -80,7 +80,7 @@ def explain(
     return record
 
 
-def _parts(authorization: str):
+def _parts(authorization: str) -> tuple[str, str, str, str, list[str], str] | None:
     """(key, day, region, service, signed names, signature) of a SigV4 Authorization, or None."""
     if not authorization.startswith(ALGORITHM):
         return None

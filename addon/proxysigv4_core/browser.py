@@ -13,7 +13,7 @@ neither `Origin` nor `Sec-Fetch-Site` (curl, SDKs, the AWS CLI) are not affected
 import fnmatch
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -251,7 +251,7 @@ def check_origin(
 def preflight_headers(
     origin: str,
     requested_headers: str,
-    allows_header,
+    allows_header: Callable[[str], bool],
     bearer: bool,
     private_network: bool,
 ) -> list[tuple[str, str]]:

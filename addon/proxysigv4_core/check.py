@@ -20,7 +20,8 @@ def _identity(route: Route) -> tuple[str, str]:
         aws_session_token=frozen.token,
         config=STS_CLIENT_CONFIG,
     )
-    arn = sts.get_caller_identity()["Arn"]
+    # botocore adds a client's operations at run time: its BaseClient type declares none of them
+    arn = sts.get_caller_identity()["Arn"]  # type: ignore[attr-defined]
     expiry = getattr(credentials, "_expiry_time", None)
     if isinstance(expiry, datetime.datetime):
         return arn, f"expires {expiry.astimezone(datetime.UTC):%Y-%m-%d %H:%M:%SZ}"

@@ -11,10 +11,11 @@ import signal
 import sys
 from importlib import metadata
 
+from botocore.credentials import ReadOnlyCredentials
 from mitmproxy import exceptions, options
 
 from .addon import VERBOSE_OPTION, ProxySigV4
-from .config import ConfigError, load_config
+from .config import ConfigError, Route, load_config
 from .drain import DEFAULT_TIMEOUT
 from .logformat import json_handler
 
@@ -83,7 +84,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _add_run(sub) -> None:
+def _add_run(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """The `run` subcommand and its options."""
     run = sub.add_parser(
         "run",
@@ -188,7 +189,7 @@ async def _serve(args: argparse.Namespace) -> int:
         await master.run()
     finally:
         addon.service.close()
-    return 1 if getattr(master, "errorcheck", None) and master.errorcheck.has_errored else 0
+    return 0  # an error logged during start-up: mitmproxy's ErrorCheck addon has exited 1 itself
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -230,7 +231,7 @@ def cmd_presign(args: argparse.Namespace) -> int:
     except ConfigError as e:
         raise CliError(str(e)) from e
 
-    def credentials_for(route):
+    def credentials_for(route: Route) -> ReadOnlyCredentials:
         return load_credentials(CredentialSpec.of(route)).get_frozen_credentials()
 
     try:

@@ -3,6 +3,7 @@ list the routes with their credentials' state, re-resolve credentials, presign a
 
 from collections.abc import Sequence
 
+from botocore.credentials import ReadOnlyCredentials
 from mitmproxy import exceptions
 
 from .config import Route
@@ -56,7 +57,7 @@ def presigned_url(
     if state is None:
         raise exceptions.CommandError("proxysigv4: no route table loaded")
 
-    def credentials_for(route: Route):
+    def credentials_for(route: Route) -> ReadOnlyCredentials:
         provider = credentials.provider(route)
         frozen = provider.cached()
         if frozen is None:

@@ -11,6 +11,7 @@ import functools
 import importlib.util
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import SplitResult, urlsplit
 
@@ -161,7 +162,7 @@ def substitute_env(value: str, where: str, environ: dict[str, str] | None = None
     return _ENV_REF.sub(replace, value)
 
 
-def _expand(node, where: str):
+def _expand(node: object, where: str) -> object:
     if isinstance(node, str):
         return substitute_env(node, where)
     if isinstance(node, list):
@@ -185,10 +186,11 @@ def parse_target(value: object, where: str) -> Target:
         port = parts.port
     except ValueError as e:
         raise ConfigError(f"{where}: key 'target': {value!r} is not a valid URL ({e})") from e
+    host = parts.hostname
     problem = None
     if parts.scheme not in ("http", "https"):
         problem = "the scheme must be http or https"
-    elif not parts.hostname:
+    elif not host:
         problem = "it has no host"
     elif parts.username is not None or parts.password is not None:
         problem = "user info (user@host) is not allowed in a target"
@@ -196,12 +198,12 @@ def parse_target(value: object, where: str) -> Target:
         problem = "a fragment (#...) is not allowed in a target"
     elif not _PATH_CHARS.match(parts.path) or any(seg in (".", "..") for seg in parts.path.split("/")):
         problem = "its path must be percent-encoded and free of '.' and '..' segments"
-    if problem:
+    if problem or not host:
         raise ConfigError(f"{where}: key 'target': {value!r} is not usable: {problem}")
     default_port = 443 if parts.scheme == "https" else 80
     return Target(
         scheme=parts.scheme,
-        host=parts.hostname,
+        host=host,
         port=port or default_port,
         path=parts.path,
         query=parts.query,
@@ -222,7 +224,7 @@ def _header_list(value: object, key: str, where: str) -> tuple[str, ...]:
     return tuple(v.strip().lower() for v in value)
 
 
-def _list(value: object, key: str, where: str, parse) -> tuple[str, ...]:
+def _list(value: object, key: str, where: str, parse: Callable[[object, str], str]) -> tuple[str, ...]:
     """A list (or one string) of entries, each checked by `parse(entry, where)`."""
     if isinstance(value, str):
         value = [value]
@@ -240,7 +242,7 @@ def _timeout(value: object, where: str) -> float:
 def _stream_mode(value: object, where: str) -> str:
     if value not in STREAM_MODES:
         raise ConfigError(f"{where}: key 'stream': expected one of {', '.join(STREAM_MODES)}, got {value!r}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def parse_size(value: object, where: str, key: str = "bufferLimit") -> int:
@@ -485,7 +487,7 @@ def _parse_globals(section: dict, source: str) -> dict:
     return globals_
 
 
-def _parse_global(key: str, value, where: str, section: str):
+def _parse_global(key: str, value: object, where: str, section: str) -> object:
     if key == "allowUnauthenticatedRequests":
         if isinstance(value, str) and value.lower() in ("true", "false"):
             value = value.lower() == "true"

@@ -12,8 +12,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import botocore.session
+from botocore.client import BaseClient
 from botocore.config import Config as BotocoreConfig
 from botocore.credentials import (
     AssumeRoleCredentialFetcher,
@@ -116,7 +118,7 @@ def intended_of(spec: CredentialSpec) -> Intended:
     return intended_identity(None, "", spec.profile, config)
 
 
-def _create_client(session: botocore.session.Session, service: str, **kwargs):
+def _create_client(session: botocore.session.Session, service: str, **kwargs: Any) -> BaseClient:
     with _session_lock:
         return session.create_client(service, **kwargs)
 
@@ -146,8 +148,9 @@ def _fetch_once(credentials: Credentials) -> ReadOnlyCredentials:
 
 def _only_when_empty(credentials: Credentials) -> Credentials:
     if isinstance(credentials, RefreshableCredentials):
-        credentials._advisory_refresh_timeout = 0
-        credentials._mandatory_refresh_timeout = 0
+        # botocore sets both in RefreshableCredentials.__init__; botocore-stubs does not declare them
+        credentials._advisory_refresh_timeout = 0  # type: ignore[attr-defined]
+        credentials._mandatory_refresh_timeout = 0  # type: ignore[attr-defined]
     return credentials
 
 
@@ -177,7 +180,7 @@ class CredentialProvider:
         self.intended: Intended = {}  # who they are meant to be (the denial diagnosis compares)
         self._frozen: ReadOnlyCredentials | None = None
         self._expiry = float("inf")
-        self._margin = REFRESH_BEFORE
+        self._margin: float = REFRESH_BEFORE
         self._safety = EXPIRY_SAFETY
         self._retry_at = float("-inf")  # monotonic: no new attempt before this after a failure
         self._backoff = RETRY_AFTER_FAILURE

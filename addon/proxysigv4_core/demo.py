@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 import webbrowser
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 STS_CALL = b"Action=GetCallerIdentity&Version=2011-06-15"
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 DIAGNOSIS_HEADER = "x-proxysigv4-diagnosis"
+Out = Callable[[str], None]  # where the demo writes its lines (print, or a test's list)
 # Under mitmweb: mitmproxy's map_remote rewrites this object's path after the proxy signed it.
 CHANGED = "changed-after-signing"
 MAP_REMOTE = f"|~u {CHANGED}|{CHANGED}|changed-by-map-remote"
@@ -198,7 +200,9 @@ def _show(status: int, text: str) -> str:
     return f"{status}  {flat[:110]}{'…' if len(flat) > 110 else ''}"
 
 
-def run_demo(port: int = 0, once: bool = False, out=print, web: bool = False, web_port: int = 0) -> int:
+def run_demo(
+    port: int = 0, once: bool = False, out: Out = print, web: bool = False, web_port: int = 0
+) -> int:
     """Run the demo; with `once`, exit after the scripted requests (0 if all went as expected).
     With `web`, the proxy runs under mitmweb (on `web_port`, or a free one)."""
     # SIGTERM unwinds like Ctrl-C, so the emulator and the proxy are stopped too.
@@ -227,7 +231,7 @@ def run_demo(port: int = 0, once: bool = False, out=print, web: bool = False, we
             stop(proxy.proc)
 
 
-def run_steps(proxy: Proxy, moto: Moto, web: bool, out) -> tuple[int, int]:
+def run_steps(proxy: Proxy, moto: Moto, web: bool, out: Out) -> tuple[int, int]:
     """Each step through the proxy, then the tampered call straight to the emulator: (failures, total)."""
     steps = [step for step in STEPS if web or not step.web_only]
     failures = 0
@@ -249,7 +253,7 @@ def run_steps(proxy: Proxy, moto: Moto, web: bool, out) -> tuple[int, int]:
     return failures, len(steps) + 1
 
 
-def show_commands(proxy: Proxy, out) -> None:
+def show_commands(proxy: Proxy, out: Out) -> None:
     out("\nThe proxy keeps running; try (Ctrl-C to stop):")
     out(f"  curl -s -X POST {proxy.url}/sts/ -d '{STS_CALL.decode()}'")
     out(f"  curl -s -X POST {proxy.url}/as-role/ -d '{STS_CALL.decode()}'")
@@ -261,7 +265,7 @@ def show_commands(proxy: Proxy, out) -> None:
     )
 
 
-def guide_to_mitmweb(proxy: Proxy, moto: Moto, out) -> None:
+def guide_to_mitmweb(proxy: Proxy, moto: Moto, out: Out) -> None:
     """Where to look in mitmweb; the browser is opened only where there is a display."""
     out(f"\nmitmweb: {proxy.web_url}")
     out("In its flow list, the two flows marked with a warning sign are AWS's refusals, explained:")

@@ -105,11 +105,10 @@ def parse_denial(error: AwsError) -> Denial | None:
     if error.code not in DENIAL_CODES and not _LAMBDA_AUTHORIZER.search(message):
         return None
     encoded = _ENCODED.search(message)
-    explicit = True if "explicit deny" in message else None
     return Denial(
         error.code,
         message,
-        explicit=explicit,
+        explicit=True if "explicit deny" in message else None,
         lambda_authorizer=_LAMBDA_AUTHORIZER.search(message) is not None,
         encoded=encoded["blob"] if encoded else None,
     )

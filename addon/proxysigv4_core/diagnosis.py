@@ -269,7 +269,12 @@ def _unified(ours: str, theirs: str, what: str) -> str:
 
 
 def _mismatch(
-    error: AwsError, canonical_request: str, string_to_sign: str | None, access_key, route: str, source: str
+    error: AwsError,
+    canonical_request: str,
+    string_to_sign: str | None,
+    access_key: str | None,
+    route: str,
+    source: str,
 ) -> Diagnosis:
     """AWS returned its canonical request: what differs, else the string to sign, else the key."""
     code = error.code

@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import boto3
 
@@ -92,7 +93,7 @@ class Moto:
         env.update(extra)
         return env
 
-    def client(self, service: str, **kw):
+    def client(self, service: str, **kw: str) -> Any:  # boto3 makes a client's operations at run time
         return boto3.client(
             service,
             endpoint_url=self.url,

@@ -3,7 +3,7 @@
 import fnmatch
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .rejection import RequestRejected
 
@@ -127,12 +127,16 @@ class HeaderPolicy:
     patterns: tuple[str, ...]
     always_removed: frozenset[str]
     always_removed_patterns: tuple[str, ...] = ()
+    # Derived from the fields above (not compared, hashed or shown): the compiled patterns, and the
+    # memo of decisions by a name as sent (bounded below) and by the same name's bytes.
+    _allowed: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _removed: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _decided: dict[str, bool] = field(init=False, repr=False, compare=False, default_factory=dict)
+    _decided_raw: dict[bytes, bool] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_allowed", _compile(self.patterns))
         object.__setattr__(self, "_removed", _compile(self.always_removed_patterns))
-        object.__setattr__(self, "_decided", {})  # name as sent -> allowed? (bounded below)
-        object.__setattr__(self, "_decided_raw", {})  # the same by the name's bytes
 
     def decide(self, name: str) -> bool:
         """Whether `name` passes: allowed by a pattern and not always removed."""

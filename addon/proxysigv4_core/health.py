@@ -10,11 +10,12 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from wsgiref.simple_server import WSGIRequestHandler, make_server
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from prometheus_client import make_wsgi_app
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from .credentials import CredentialState
@@ -59,7 +60,11 @@ def readiness(source: str | None, listening: list[str], routes: list[RouteReadin
     """Ready: a config is loaded, the proxy listens, and every route can sign now."""
     not_ready = {r.prefix: r.detail for r in routes if not r.ready}
     ready = source is not None and bool(listening) and not not_ready
-    body: dict = {"status": "ready" if ready else "not ready", "config": source, "listening": listening}
+    body: dict[str, object] = {
+        "status": "ready" if ready else "not ready",
+        "config": source,
+        "listening": listening,
+    }
     if source is None:
         body["error"] = "no route file loaded"
     elif not listening:
@@ -74,7 +79,7 @@ class HealthView:
     """What the listener's thread reads: the event loop's last turn, the readiness computed on the
     loop, and whether a drain has started. Plain attribute writes: atomic for the reader."""
 
-    def __init__(self, registry) -> None:
+    def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.heartbeat = time.monotonic()
         self.readiness = Readiness(False, {"status": "starting"})
@@ -88,7 +93,7 @@ class HealthView:
         return time.monotonic() - self.heartbeat
 
 
-def _json(start_response, status: str, body: dict) -> list[bytes]:
+def _json(start_response: StartResponse, status: str, body: dict[str, object]) -> list[bytes]:
     data = json.dumps(body, indent=1, ensure_ascii=False).encode() + b"\n"
     start_response(
         status,
@@ -101,10 +106,10 @@ def _json(start_response, status: str, body: dict) -> list[bytes]:
     return [data]
 
 
-def wsgi_app(view: HealthView) -> Callable:
+def wsgi_app(view: HealthView) -> WSGIApplication:
     metrics = make_wsgi_app(view.registry)
 
-    def app(environ, start_response):
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "")
         if path not in ("/livez", "/readyz", "/metrics"):
             return _json(
@@ -133,7 +138,7 @@ def wsgi_app(view: HealthView) -> Callable:
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format, *args):  # probes every few seconds: not worth a line each
+    def log_message(self, format: str, *args: object) -> None:  # probes every few seconds: no line each
         pass
 
 

@@ -2,15 +2,17 @@
 upgrade (checked against 12.3.1). Each says what it relies on."""
 
 import logging
+from collections.abc import Generator
 
 from h2.connection import ConnectionState as H2State
 from mitmproxy import ctx
 from mitmproxy import log as mitmproxy_log
-from mitmproxy.connection import ConnectionState
+from mitmproxy.connection import Connection, ConnectionState, Server
 from mitmproxy.net.http import http1
-from mitmproxy.proxy import commands
+from mitmproxy.proxy import commands, events
+from mitmproxy.proxy.layer import CommandGenerator
 from mitmproxy.proxy.layers.http import HttpLayer, _http1, _http2
-from mitmproxy.proxy.layers.http._events import ResponseProtocolError
+from mitmproxy.proxy.layers.http._events import HttpEvent, ResponseProtocolError
 from mitmproxy.proxy.layers.tls import TLSLayer
 from mitmproxy.proxy.layers.websocket import WebsocketLayer
 from OpenSSL import SSL
@@ -20,12 +22,16 @@ from wsproto.events import CloseConnection as WsClose
 from . import errors
 from .requestlog import is_request_line
 
+_INSTALLED: set[object] = set()  # the wrappers in place (installing is idempotent)
+
 
 # ---- JSON error pages ---------------------------------------------------------------------------
 # Relies on: _http1.Http1Server.send and _http2.Http2Server._handle_event receiving the
 # ResponseProtocolError that makes mitmproxy write its HTML error page, and on the shape of
 # mitmproxy's own branch for it (mirrored below).
-def _send_protocol_error(server: _http1.Http1Server, event: ResponseProtocolError):
+def _send_protocol_error(
+    server: _http1.Http1Server, event: ResponseProtocolError
+) -> Generator[commands.Command, None, None]:
     # Mirrors mitmproxy's own branch for ResponseProtocolError, with a JSON body instead of HTML.
     if not (server.conn.state & ConnectionState.CAN_WRITE):
         return
@@ -66,31 +72,33 @@ def install_json_error_pages() -> None:
     method per protocol that sends it. Idempotent.
     """
     original = _http1.Http1Server.send
-    if not getattr(original, "_proxysigv4", False):
+    if original not in _INSTALLED:
 
-        def send(self, event):
+        def send(self: _http1.Http1Server, event: HttpEvent) -> CommandGenerator[None]:
             if isinstance(event, ResponseProtocolError):
                 return _send_protocol_error(self, event)
             return original(self, event)
 
-        send._proxysigv4 = True  # type: ignore[attr-defined]
+        _INSTALLED.add(send)
+        # deliberate: mitmproxy has no hook for its error page (mypy forbids assigning to a method)
         _http1.Http1Server.send = send  # type: ignore[method-assign]
 
     original_h2 = _http2.Http2Server._handle_event
-    if not getattr(original_h2, "_proxysigv4", False):
+    if original_h2 not in _INSTALLED:
 
-        def handle_event(self, event):
+        def handle_event(self: _http2.Http2Server, event: events.Event) -> CommandGenerator[None]:
             if isinstance(event, ResponseProtocolError) and _send_h2_protocol_error(self, event):
                 yield commands.SendData(self.conn, self.h2_conn.data_to_send())
                 return
             yield from original_h2(self, event)
 
-        handle_event._proxysigv4 = True  # type: ignore[attr-defined]
+        _INSTALLED.add(handle_event)
+        # deliberate, as above
         _http2.Http2Server._handle_event = handle_event  # type: ignore[method-assign]
 
 
 # ---- closing an upstream connection (route timeouts) ---------------------------------------------
-def close_upstream(client_conn_id: str, server_conn) -> bool:
+def close_upstream(client_conn_id: str, server_conn: Server) -> bool:
     """Close the upstream connection of a client connection's exchange; False when it is gone.
     Relies on: the proxyserver addon's `connections` (client connection id -> its handler) and the
     handler's `transports` and `close_connection`."""
@@ -134,8 +142,10 @@ async def stop_listening() -> int:
     return stopped
 
 
-def _layers(root) -> list:
-    found, todo = [], [root]
+def _layers(root: object) -> list[object]:
+    """Every layer below `root`: its next layers, an HttpLayer's connections and streams."""
+    found: list[object] = []
+    todo = [root]
     while todo:
         layer = todo.pop()
         if layer is None or any(layer is f for f in found):
@@ -153,7 +163,7 @@ def say_goodbye(reason: str) -> int:
     proxyserver = ctx.master.addons.get("proxyserver")
     told = 0
     for handler in list(proxyserver.connections.values()) if proxyserver else ():
-        writes: list[tuple[object, bytes]] = []
+        writes: list[tuple[Connection, bytes]] = []
         layers = _layers(handler.layer)
         for layer in layers:
             if isinstance(layer, WebsocketLayer):
@@ -173,7 +183,7 @@ def say_goodbye(reason: str) -> int:
     return told
 
 
-def _on_the_wire(layers: list, conn, data: bytes) -> bytes:
+def _on_the_wire(layers: list[object], conn: Connection, data: bytes) -> bytes:
     """`data` as it goes out on `conn`: through its TLS layer (TLSLayer.tls, a pyOpenSSL connection
     on memory BIOs) when it has one."""
     for layer in layers:

@@ -4,6 +4,7 @@ stderr, for log aggregators (python-json-logger formats them). A request line ca
 
 import logging
 import sys
+from typing import TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -11,7 +12,7 @@ LOGGERS = ("proxysigv4", "proxysigv4.request")
 _handler: logging.Handler | None = None
 
 
-def json_handler(stream=None) -> logging.Handler:
+def json_handler(stream: TextIO | None = None) -> logging.Handler:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(
         JsonFormatter(

@@ -4,10 +4,10 @@ Label values are bounded: route prefixes as the config file names them (never cl
 proxy's own refusal codes, standard methods (anything else is "OTHER") and status codes.
 """
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"})
@@ -26,7 +26,7 @@ class _CredentialExpiry(Collector):
     def __init__(self, expiries: Callable[[], Iterable[tuple[str, float]]]) -> None:
         self._expiries = expiries
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(
             "proxysigv4_credentials_expiry_timestamp_seconds",
             "When the credentials each route signs with expire (Unix time); absent for credentials "
@@ -37,7 +37,7 @@ class _CredentialExpiry(Collector):
             family.add_metric([route], expires_at)
         yield family
 
-    def describe(self):
+    def describe(self) -> list[Metric]:
         return []
 
 

@@ -4,6 +4,7 @@ The client path goes through the same routing and path hardening as a proxied re
 query-string signers (S3SigV4QueryAuth for S3, SigV4QueryAuth otherwise) sign the result.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -11,6 +12,7 @@ from botocore.auth import S3SigV4QueryAuth, SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 
+from .config import Route
 from .routing import HostTable, RouteTable, Upstream, resolve, resolve_host
 from .signers import RECORD_KEY, Recording
 
@@ -36,7 +38,7 @@ def presign(
     table: RouteTable,
     method: str,
     client_target: str,
-    credentials_for,
+    credentials_for: Callable[[Route], ReadOnlyCredentials],
     expires: int = DEFAULT_EXPIRES,
     hosts: HostTable | None = None,
 ) -> tuple[Upstream, str]:
@@ -88,6 +90,8 @@ def presign_url(
     signer = _S3QueryAuth if is_s3 else _QueryAuth
     signer(credentials, service, region, expires=expires).add_auth(request)
     canonical_request, string_to_sign = request.context[RECORD_KEY]
+    if request.url is None:  # AWSRequest's url is optional; the signer only rewrites the one given
+        raise ValueError(f"botocore's query signer returned no URL for {url}")
     return PresignedRequest(request.url, canonical_request, string_to_sign)
 
 

@@ -63,6 +63,7 @@ def request_line(
     """The request's line: `head` ("METHOD client-path -> target-url "), then status, duration,
     size, route and service/region (and the signed header names when `verbose`)."""
     response = flow.response
+    status: int | str
     if response is not None:
         status = response.status_code
         size = response.headers.get("content-length") or (
@@ -106,7 +107,7 @@ def _emit_request_line(line: str, fields: dict[str, object] | None = None) -> No
     request_log.handle(_request_record(line, fields))
 
 
-_record_template: dict | None = None
+_record_template: logging.LogRecord | None = None
 
 
 def _request_record(line: str, fields: dict[str, object] | None = None) -> logging.LogRecord:
@@ -115,13 +116,13 @@ def _request_record(line: str, fields: dict[str, object] | None = None) -> loggi
     test_request_records_carry_what_a_log_record_carries)."""
     global _record_template
     if _record_template is None:
-        template = request_log.makeRecord(request_log.name, logging.INFO, __file__, 0, "", None, None)
-        template.taskName = None
-        _record_template = template.__dict__
+        _record_template = request_log.makeRecord(request_log.name, logging.INFO, __file__, 0, "", (), None)
+        _record_template.taskName = None
+    template = _record_template
     record = logging.LogRecord.__new__(logging.LogRecord)
-    attributes = _record_template.copy()
+    attributes = template.__dict__.copy()
     now = time.time()
-    attributes["relativeCreated"] += (now - attributes["created"]) * 1000
+    attributes["relativeCreated"] = template.relativeCreated + (now - template.created) * 1000
     attributes["created"] = now
     attributes["msecs"] = int((now - int(now)) * 1000) + 0.0  # as LogRecord computes them
     attributes["msg"] = line

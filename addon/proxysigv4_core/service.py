@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 
 from mitmproxy import ctx, http
+from mitmproxy.connection import Address
 
 from .credentials import CredentialSpec, CredentialStore
 from .drain import Drain
@@ -100,7 +101,7 @@ class Service:
     async def announce(self) -> None:
         """Once mitmproxy listens: where, and a curl line to paste for the first route."""
         proxyserver = ctx.master.addons.get("proxyserver")
-        addrs = []
+        addrs: list[Address] = []
         for _ in range(100):
             addrs = proxyserver.listen_addrs() if proxyserver else []
             if addrs or proxyserver is None:

@@ -5,6 +5,7 @@ appsigned.py sign or re-sign with these."""
 
 import hashlib
 from dataclasses import dataclass
+from http.client import HTTPMessage
 from types import SimpleNamespace
 
 from botocore.auth import EMPTY_SHA256_HASH, S3SigV4Auth, SigV4Auth
@@ -67,32 +68,34 @@ class SignedRequest:
         return tuple(redact([(k, v) for k, v in self.headers if k.lower() in SECRET_HEADERS]))
 
 
-class Recording:
+# The three below override one method each of botocore's SigV4Auth (and so of its subclasses, S3's
+# and the query-string signers): each is a SigV4Auth, placed before botocore's class in a signer.
+class Recording(SigV4Auth):
     """Keeps the canonical request and string to sign botocore computes."""
 
     def string_to_sign(self, request: AWSRequest, canonical_request: str) -> str:
-        result = super().string_to_sign(request, canonical_request)  # type: ignore[misc]
+        result = super().string_to_sign(request, canonical_request)
         request.context[RECORD_KEY] = (canonical_request, result)
         return result
 
 
-class GivenPayload:
+class GivenPayload(SigV4Auth):
     """botocore's payload hash, unless the caller chose one (UNSIGNED-PAYLOAD, a streaming mode) or
     already computed the body's SHA-256 (in a thread, for a large body)."""
 
     def payload(self, request: AWSRequest) -> str:
-        return request.context.get(PAYLOAD_KEY) or super().payload(request)  # type: ignore[misc]
+        return request.context.get(PAYLOAD_KEY) or super().payload(request)
 
 
-class HeadersOnce:
+class HeadersOnce(SigV4Auth):
     """botocore's headers_to_sign, computed once per request: add_auth asks for it twice (canonical
     request, Authorization header) on unchanged headers, and each answer builds an email.message
     header map (36.9 -> 34.3 µs per signature in-process; test_signing)."""
 
-    def headers_to_sign(self, request: AWSRequest):
-        selected = request.context.get(HEADERS_KEY)
+    def headers_to_sign(self, request: AWSRequest) -> HTTPMessage:
+        selected: HTTPMessage | None = request.context.get(HEADERS_KEY)
         if selected is None:
-            selected = request.context[HEADERS_KEY] = super().headers_to_sign(request)  # type: ignore[misc]
+            selected = request.context[HEADERS_KEY] = super().headers_to_sign(request)
         return selected
 
 

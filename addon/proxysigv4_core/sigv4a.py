@@ -3,9 +3,10 @@ optional dependency: imported when a SigV4a route signs)."""
 
 import dataclasses
 import functools
+from typing import TYPE_CHECKING
 
 from botocore.awsrequest import AWSRequest
-from botocore.credentials import ReadOnlyCredentials
+from botocore.credentials import Credentials, ReadOnlyCredentials
 
 from .signers import (
     CONTENT_SHA256_SERVICES,
@@ -17,6 +18,9 @@ from .signers import (
     aws_request,
     body_sha256,
 )
+
+if TYPE_CHECKING:  # awscrt is optional: botocore.crt is imported when a SigV4a route signs
+    from botocore.crt.auth import CrtSigV4AsymAuth
 
 
 def sign_request_sigv4a(
@@ -42,7 +46,7 @@ def sign_request_sigv4a(
     from botocore.crt.auth import CrtS3SigV4AsymAuth, CrtSigV4AsymAuth
 
     request = aws_request(method, url, host_header, headers, body)
-    signer = CrtS3SigV4AsymAuth if is_s3 else CrtSigV4AsymAuth
+    signer: type[CrtSigV4AsymAuth] = CrtS3SigV4AsymAuth if is_s3 else CrtSigV4AsymAuth
     if payload_hash is not None:  # the CRT signer takes an explicit payload hash from this header
         request.headers["X-Amz-Content-SHA256"] = payload_hash
     else:
@@ -54,7 +58,7 @@ def sign_request_sigv4a(
             signer = _crt_digest_given()  # the same signature, without sending that header
     if is_s3:
         request.context["client_config"] = S3_SIGN_PAYLOAD
-    signer(credentials, service, region).add_auth(request)
+    signer(_crt_credentials(credentials), service, region).add_auth(request)
     out = list(request.headers.items())
     signed_at = next((v for k, v in out if k.lower() == "x-amz-date"), "")
     signed = SignedRequest.from_authorization(out, "", None, signed_at)
@@ -63,12 +67,19 @@ def sign_request_sigv4a(
         if name.lower() in signed.signed_headers:
             record.headers[name] = value
     record.context[PAYLOAD_KEY] = payload_hash or body_digest
-    signer = (S3Signer if is_s3 else SigV4Signer)(credentials, service, region)
-    return dataclasses.replace(signed, canonical_request=signer.canonical_request(record))
+    recorder = (S3Signer if is_s3 else SigV4Signer)(credentials, service, region)
+    return dataclasses.replace(signed, canonical_request=recorder.canonical_request(record))
+
+
+def _crt_credentials(credentials: ReadOnlyCredentials) -> Credentials:
+    """The CRT signers read a key pair that is there (botocore passes its frozen credentials)."""
+    if not credentials.access_key or not credentials.secret_key:
+        raise ValueError("SigV4a signing needs an access key and a secret key")
+    return Credentials(credentials.access_key, credentials.secret_key, credentials.token)
 
 
 @functools.cache
-def _crt_digest_given() -> type:
+def _crt_digest_given() -> "type[CrtSigV4AsymAuth]":
     """botocore's CRT SigV4a signer for a service that gets no X-Amz-Content-SHA256 header, given
     the body's SHA-256 in that header: botocore takes it as the payload's hash (the canonical
     request's last line, as when the CRT hashes the body) and removes the header before signing;
@@ -76,7 +87,7 @@ def _crt_digest_given() -> type:
     from botocore.crt.auth import CrtSigV4AsymAuth
 
     class CrtSigV4AsymDigestGiven(CrtSigV4AsymAuth):
-        def _should_add_content_sha256_header(self, explicit_payload):
+        def _should_add_content_sha256_header(self, explicit_payload: str | None) -> bool:
             return False
 
     return CrtSigV4AsymDigestGiven

@@ -7,6 +7,7 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from mitmproxy.optmanager import OptManager
 from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
 
 from . import browser
@@ -35,21 +36,21 @@ class State:
     hosts: HostTable = HostTable(())  # host routes (origin URLs), for mitmproxy's other listeners
 
 
-def derive_state(config: Config, options) -> State:
+def derive_state(config: Config, options: OptManager) -> State:
     """Check the inbound-auth rule and the browser settings against mitmproxy's listen options
     (raises InboundError), and derive the state the hooks read."""
     has_proxyauth = "proxyauth" in options and bool(options.proxyauth)
     # Without mitmproxy's proxyserver (embedded use) nothing listens.
     modes = options.mode if "mode" in options else []
     specs = [ProxyMode.parse(m) for m in modes]
-    hosts = [spec.listen_host(options.listen_host) for spec in specs]
+    listen_hosts = [spec.listen_host(options.listen_host) for spec in specs]
     forward_hosts = [
         spec.listen_host(options.listen_host) for spec in specs if not isinstance(spec, ReverseMode)
     ]
     _check_forward_exposure(config, forward_hosts, has_proxyauth)
     required = require_auth(
         config.allow_unauthenticated_requests,
-        hosts,
+        listen_hosts,
         has_proxyauth,
         bool(config.bearer_tokens.digests),
         config.source,
@@ -60,13 +61,13 @@ def derive_state(config: Config, options) -> State:
     browser.check_wildcards(
         config.cors_origins.union(*route_origins), config.allowed_hosts, required, config.source
     )
-    listen = [*hosts, options.listen_host] if "listen_host" in options else hosts
+    listen = [*listen_hosts, options.listen_host] if "listen_host" in options else listen_hosts
     policy = browser.BrowserPolicy.build(config.allowed_hosts, listen, config.cors_origins, route_origins)
     paths = tuple(r for r in config.routes if r.prefix.startswith("/"))
     h2 = frozenset((r.target.host, r.target.port) for r in paths if r.http2)
     tls = frozenset((r.target.host, r.target.port) for r in paths if r.target.scheme == "https")
-    hosts = HostTable(tuple(r for r in config.routes if not r.prefix.startswith("/")))
-    return State(config, RouteTable(paths), bearer, required, h2, policy, tls, hosts)
+    host_routes = HostTable(tuple(r for r in config.routes if not r.prefix.startswith("/")))
+    return State(config, RouteTable(paths), bearer, required, h2, policy, tls, host_routes)
 
 
 def _check_forward_exposure(config: Config, forward_hosts: list[str], has_proxyauth: bool) -> None:
