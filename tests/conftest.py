@@ -10,38 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from peers.processes import (
-    ACCOUNT,
-    BIN,
-    REGION,
-    ROOT,
-    Moto,
-    aws_env,
-    bare_mitmdump_command,
-    free_port,
-    mitmdump_command,
-    running_moto,
-    stop,
-    wait_for_port,
-)
-from peers.upstream import Received, Upstream
+from peers.processes import Moto, free_port, mitmdump_command, running_moto, stop, wait_for_port
 
-__all__ = [
-    "ACCOUNT",
-    "BIN",
-    "REGION",
-    "ROOT",
-    "Moto",
-    "Received",
-    "Upstream",
-    "aws_env",
-    "bare_mitmdump_command",
-    "free_port",
-    "mitmdump_command",
-    "running_moto",
-    "stop",
-    "wait_for_port",
-]
+# Tests import their helpers from where they live: peers.processes, peers.upstream, tests/helpers.py.
 
 
 @pytest.fixture(scope="session")

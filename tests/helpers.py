@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import free_port, mitmdump_command, stop, wait_for_port
+from peers.processes import free_port, mitmdump_command, stop, wait_for_port
 from peers.sigv4_verify import verify
 from peers.upstream import verify_then_answer as peers_verify_then_answer
 from proxysigv4_core.config import parse_config
@@ -97,26 +97,34 @@ def running_mitmweb(config: Path, tmp_path: Path, env: dict[str, str], *extra: s
         stop(proc)
 
 
-def sigv4_view_in_chromium(url: str, pick, wait_text: str, shot: Path) -> str:
-    """Open mitmweb at `url` in Chromium, click the flow `pick(page)` finds, choose the SigV4 view,
-    wait for `wait_text`, screenshot to `shot`; the page's text. Skips without Chromium/Playwright."""
+@contextlib.contextmanager
+def chromium(*args: str):
+    """Debian's Chromium, headless, driven by Playwright: the closed-network flags plus `args`;
+    closed on exit. Skips the test where Chromium or Playwright is not installed."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium; .ci/run installs it)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (test extra)")
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *args])
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(url)
-            pick(page).click()
-            page.get_by_text("View:").click()
-            page.locator(".dropdown-menu a", has_text="sigv4").click()
-            page.get_by_text("--- canonical request ---").wait_for(timeout=10000)
-            page.get_by_text(wait_text).wait_for(timeout=10000)
-            content = page.inner_text("body")
-            page.screenshot(path=str(shot))
+            yield browser
         finally:
             browser.close()
+
+
+def sigv4_view_in_chromium(url: str, pick, wait_text: str, shot: Path) -> str:
+    """Open mitmweb at `url` in Chromium, click the flow `pick(page)` finds, choose the SigV4 view,
+    wait for `wait_text`, screenshot to `shot`; the page's text. Skips without Chromium/Playwright."""
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        pick(page).click()
+        page.get_by_text("View:").click()
+        page.locator(".dropdown-menu a", has_text="sigv4").click()
+        page.get_by_text("--- canonical request ---").wait_for(timeout=10000)
+        page.get_by_text(wait_text).wait_for(timeout=10000)
+        content = page.inner_text("body")
+        page.screenshot(path=str(shot))
     return content
 
 

@@ -8,8 +8,9 @@ import pytest
 import requests
 import yaml
 
-from conftest import BIN, REGION, Upstream, aws_env, free_port, stop, wait_for_port
 from helpers import proxy_env, verifying, wait_for
+from peers.processes import BIN, REGION, aws_env, free_port, stop, wait_for_port
+from peers.upstream import Upstream
 
 pytestmark = pytest.mark.e2e
 CLI = str(BIN / "proxysigv4")

@@ -19,8 +19,8 @@ import pytest
 import requests
 import yaml
 
-from conftest import ROOT
 from helpers import KEY, SECRET, route, wait_for
+from peers.processes import ROOT
 from peers.upstream import Upstream, verify_then_answer
 
 pytestmark = [pytest.mark.container, pytest.mark.e2e]

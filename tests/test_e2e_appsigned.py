@@ -10,8 +10,9 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 
-from conftest import Upstream, free_port
 from helpers import KEY, SECRET, proxy_env, route, running_mitmweb, s3_request_as_received, wait_for
+from peers.processes import free_port
+from peers.upstream import Upstream
 
 pytestmark = pytest.mark.e2e
 

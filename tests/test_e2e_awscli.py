@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REGION, aws_env
 from helpers import AWS, aws_cli_env
+from peers.processes import REGION, aws_env
 from peers.streams import BLOCK, block
 
 pytestmark = pytest.mark.e2e

@@ -14,10 +14,8 @@ import pytest
 import requests
 import yaml
 
-from conftest import Upstream, free_port
 from helpers import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
+    chromium,
     proxy_env,
     raw_exchange,
     route,
@@ -25,6 +23,8 @@ from helpers import (
     verify_then_answer,
     wait_for,
 )
+from peers.processes import free_port
+from peers.upstream import Upstream
 
 pytestmark = pytest.mark.e2e
 ALLOWED_PORT = free_port()
@@ -272,9 +272,6 @@ def _serve(directory: Path, port: int) -> ThreadingHTTPServer:
 
 
 def test_a_hostile_page_in_chromium_cannot_use_the_proxy_and_an_allowed_one_can(tmp_path, counting, good):
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium; .ci/run installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (test extra)")
     config = tmp_path / "routes.yaml"
     config.write_text(yaml.safe_dump({"proxysigv4": routes_for(counting, good)}))
     pages = tmp_path / "pages"
@@ -286,35 +283,29 @@ def test_a_hostile_page_in_chromium_cannot_use_the_proxy_and_an_allowed_one_can(
         servers = [_serve(pages, hostile_port), _serve(pages, ALLOWED_PORT)]
         proxy_port = int(web.proxy.rsplit(":", 1)[1])
         try:
-            with sync_api.sync_playwright() as p:
-                # rebind.test resolves to 127.0.0.1; Chromium's own Local Network Access checks,
-                # which would stop a rebound page on its side too, are off: the proxy must hold alone
-                # (other browsers, older ones, and a page the user allowed).
-                args = [
-                    *CHROMIUM_ARGS,
-                    "--host-resolver-rules=MAP rebind.test 127.0.0.1",
-                    "--disable-features=LocalNetworkAccessChecks,BlockInsecurePrivateNetworkRequests,"
-                    "PrivateNetworkAccessSendPreflights,PrivateNetworkAccessRespectPreflightResults",
-                ]
-                browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
-                try:
-                    page = browser.new_page()
-                    page.goto(f"http://localhost:{hostile_port}/hostile.html")
-                    hostile = page.evaluate("window.attempts()")
-                    # DNS rebinding: the attacker served this page under its own name, which now
-                    # resolves to 127.0.0.1; the page's same-origin fetch reaches the proxy.
-                    rebind = browser.new_page()
-                    rebind.route(
-                        f"http://rebind.test:{proxy_port}/",
-                        lambda route: route.fulfill(body=REBIND_PAGE, content_type="text/html"),
-                    )
-                    rebind.goto(f"http://rebind.test:{proxy_port}/")
-                    rebound = rebind.evaluate("window.attempts()")
-                    own = browser.new_page()
-                    own.goto(f"{ALLOWED}/allowed.html")
-                    allowed = own.evaluate("window.attempts()")
-                finally:
-                    browser.close()
+            # rebind.test resolves to 127.0.0.1; Chromium's own Local Network Access checks, which
+            # would stop a rebound page on its side too, are off: the proxy must hold alone (other
+            # browsers, older ones, and a page the user allowed).
+            with chromium(
+                "--host-resolver-rules=MAP rebind.test 127.0.0.1",
+                "--disable-features=LocalNetworkAccessChecks,BlockInsecurePrivateNetworkRequests,"
+                "PrivateNetworkAccessSendPreflights,PrivateNetworkAccessRespectPreflightResults",
+            ) as browser:
+                page = browser.new_page()
+                page.goto(f"http://localhost:{hostile_port}/hostile.html")
+                hostile = page.evaluate("window.attempts()")
+                # DNS rebinding: the attacker served this page under its own name, which now
+                # resolves to 127.0.0.1; the page's same-origin fetch reaches the proxy.
+                rebind = browser.new_page()
+                rebind.route(
+                    f"http://rebind.test:{proxy_port}/",
+                    lambda route: route.fulfill(body=REBIND_PAGE, content_type="text/html"),
+                )
+                rebind.goto(f"http://rebind.test:{proxy_port}/")
+                rebound = rebind.evaluate("window.attempts()")
+                own = browser.new_page()
+                own.goto(f"{ALLOWED}/allowed.html")
+                allowed = own.evaluate("window.attempts()")
         finally:
             for server in servers:
                 server.shutdown()

@@ -17,8 +17,8 @@ import requests
 from botocore import UNSIGNED
 from botocore.config import Config
 
-from conftest import REGION, aws_env
 from helpers import AWS, aws_cli_env
+from peers.processes import REGION, aws_env
 from scripted_http import ClosingFront
 
 pytestmark = pytest.mark.e2e

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import bare_mitmdump_command, free_port, stop, wait_for_port
+from peers.processes import bare_mitmdump_command, free_port, stop, wait_for_port
 from scripted_http import CLOSE_LATE_DELAY, Outcome, RawClient, ScriptedUpstream
 
 pytestmark = pytest.mark.e2e
@@ -90,7 +90,7 @@ def proxies(tmp_path_factory):
 
     import yaml
 
-    from conftest import mitmdump_command
+    from peers.processes import mitmdump_command
 
     tmp = tmp_path_factory.mktemp("connections")
     with ScriptedUpstream() as upstream:

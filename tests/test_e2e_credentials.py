@@ -135,7 +135,7 @@ def test_valid_sso_credentials_stay_in_use_when_the_portal_refuses_renewal(start
 
 
 def free_health_port() -> int:
-    from conftest import free_port
+    from peers.processes import free_port
 
     return free_port()
 

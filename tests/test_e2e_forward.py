@@ -13,10 +13,11 @@ import sys
 import pytest
 import yaml
 
-from conftest import BIN, ROOT, Upstream, free_port, stop, wait_for_port
 from helpers import KEY, SECRET, proxy_env
+from peers.processes import BIN, ROOT, free_port, stop, wait_for_port
 from peers.sigv4_verify import verify
 from peers.tls import make_ca_and_server_cert, serve_tls
+from peers.upstream import Upstream
 
 pytestmark = pytest.mark.e2e
 API = "abc123.execute-api.eu-west-1.amazonaws.com"
@@ -164,30 +165,22 @@ window.attempts = async () => {
 
 
 def test_a_hostile_page_in_a_browser_using_the_forward_proxy_cannot_make_a_host_route_sign(forward, tmp_path):
-    from helpers import CHROMIUM, CHROMIUM_ARGS
+    from helpers import chromium
 
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium; .ci/run installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (test extra)")
     port, _, upstream = forward
     with Upstream(
         lambda r: (200, [("content-type", "text/html")], HOSTILE.replace("API", API).encode())
     ) as pages:
-        with sync_api.sync_playwright() as p:
-            args = [*CHROMIUM_ARGS, f"--proxy-server=http://127.0.0.1:{port}"]
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
-            try:
-                context = browser.new_context(ignore_https_errors=True)  # mitmproxy's CA, not installed
-                page = context.new_page()
-                page.goto(f"http://localhost:{pages.port}/hostile.html")  # loopback: not proxied
-                result = page.evaluate("window.attempts()")
-                assert upstream.received == [], [r.target for r in upstream.received]
-                typed = context.new_page()  # the control: a URL the developer types is signed
-                with typed.expect_download():  # the JSON answer is offered as a download
-                    with contextlib.suppress(Exception):
-                        typed.goto(f"https://{API}/prod/typed")
-            finally:
-                browser.close()
+        with chromium(f"--proxy-server=http://127.0.0.1:{port}") as browser:
+            context = browser.new_context(ignore_https_errors=True)  # mitmproxy's CA, not installed
+            page = context.new_page()
+            page.goto(f"http://localhost:{pages.port}/hostile.html")  # loopback: not proxied
+            result = page.evaluate("window.attempts()")
+            assert upstream.received == [], [r.target for r in upstream.received]
+            typed = context.new_page()  # the control: a URL the developer types is signed
+            with typed.expect_download():  # the JSON answer is offered as a download
+                with contextlib.suppress(Exception):
+                    typed.goto(f"https://{API}/prod/typed")
     assert [r.target for r in upstream.received] == ["/prod/typed"], result
     got = upstream.received[0]
     assert verify(got.method, got.target, got.headers, got.body, {KEY: (SECRET, None)}).ok

@@ -12,8 +12,8 @@ import requests
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 
-from conftest import free_port
 from helpers import KEY, SECRET, proxy_env, route
+from peers.processes import free_port, wait_for_port
 from peers.sigv4_verify import verify
 from peers.tls import make_ca_and_server_cert
 
@@ -72,9 +72,7 @@ class H2Upstream:
 
     def __enter__(self):
         self._thread.start()
-        import conftest
-
-        conftest.wait_for_port(self.port)
+        wait_for_port(self.port)
         return self
 
     def __exit__(self, *exc):
@@ -160,7 +158,7 @@ def test_http2_clients_get_the_json_error_answers_too(start_proxy, tmp_path):
     """Upstream refused (502) and route timeout (504) for an h2 client: JSON like for HTTP/1."""
     import time
 
-    from conftest import Upstream
+    from peers.upstream import Upstream
 
     def slow(received):
         time.sleep(3)

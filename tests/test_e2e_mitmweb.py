@@ -9,7 +9,6 @@ import pytest
 import requests
 import yaml
 
-from conftest import Upstream
 from helpers import (
     KEY,
     PASSWORD,
@@ -21,6 +20,7 @@ from helpers import (
     wait_for,
 )
 from peers.sigv4_verify import verify
+from peers.upstream import Upstream
 
 pytestmark = pytest.mark.e2e
 

@@ -8,8 +8,9 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import BIN, ROOT, Upstream, free_port, mitmdump_command, stop, wait_for_port
 from helpers import proxy_env, route, verifying
+from peers.processes import BIN, ROOT, free_port, mitmdump_command, stop, wait_for_port
+from peers.upstream import Upstream
 
 pytestmark = pytest.mark.e2e
 

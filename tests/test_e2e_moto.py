@@ -13,7 +13,7 @@ from botocore.auth import S3SigV4Auth, SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from conftest import REGION, aws_env
+from peers.processes import REGION, aws_env
 
 pytestmark = pytest.mark.e2e
 

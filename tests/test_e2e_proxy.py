@@ -11,9 +11,10 @@ import time
 import pytest
 import requests
 
-from conftest import Upstream, free_port
 from helpers import ENV_CREDS, KEY, SECRET, get, proxy_env, raw_exchange, route, start_role_proxy, verifying
 from peers.fakests import FakeSTS
+from peers.processes import free_port
+from peers.upstream import Upstream
 
 pytestmark = pytest.mark.e2e
 

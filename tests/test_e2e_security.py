@@ -14,9 +14,9 @@ import pytest
 import requests
 import yaml
 
-from conftest import Upstream
 from helpers import KEY, SECRET, get, proxy_env, raw_exchange, route, start_role_proxy, verifying
 from peers.fakests import FakeSTS
+from peers.upstream import Upstream
 
 pytestmark = pytest.mark.e2e
 TOKEN = "inbound-token-for-tests-0123456789"
@@ -218,7 +218,7 @@ def test_no_secret_in_logs_saved_flows_or_error_bodies_at_any_verbosity(start_pr
             bodies.append(get(proxy.url + path).text)
         bodies.append(requests.post(f"{proxy.url}/role/p", data=b"{}", timeout=10).text)
         time.sleep(0.5)
-        from conftest import stop
+        from peers.processes import stop
 
         stop(proxy.proc)  # flush the flow file
         assert sts.issued, "the role route must have used temporary credentials"

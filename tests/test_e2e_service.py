@@ -20,9 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from conftest import BIN, bare_mitmdump_command, free_port, mitmdump_command, stop, wait_for_port
 from helpers import KEY, SECRET, proxy_env, route, wait_for
 from peers.fakests import FakeSTS
+from peers.processes import BIN, bare_mitmdump_command, free_port, mitmdump_command, stop, wait_for_port
 from peers.streams import BLOCK, StreamingUpstream, payload_digest
 from peers.upstream import Upstream, verify_then_answer
 from peers.wsecho import VerifyingEchoServer

@@ -11,10 +11,11 @@ import zlib
 import pytest
 import requests
 
-from conftest import REGION, Upstream, aws_env
 from helpers import KEY, SECRET, proxy_env, route
+from peers.processes import REGION, aws_env
 from peers.sigv4_verify import verify
 from peers.streams import BLOCK, GIB, StreamingUpstream, payload_digest, put_blocks, vm_hwm_kib, vm_rss_kib
+from peers.upstream import Upstream
 
 pytestmark = pytest.mark.e2e
 

@@ -148,7 +148,7 @@ def test_json_format_switches_the_proxys_loggers_and_back(capsys):
 def test_setting_the_same_health_options_again_keeps_the_listener():
     """`proxysigv4 run` configures the addon twice at start: a probe connected in between must not
     be reset by a second bind; another port is a new listener, port 0 none."""
-    from conftest import free_port
+    from peers.processes import free_port
     from proxysigv4_core.credentials import CredentialStore
     from proxysigv4_core.service import Service
 

@@ -11,9 +11,9 @@ from awscrt import auth as crt_auth
 from awscrt import http as crt_http
 from botocore.credentials import ReadOnlyCredentials
 
-from conftest import Upstream
 from helpers import KEY, SECRET, proxy_env, verify_then_answer
 from peers.sigv4_verify import verify_sigv4a
+from peers.upstream import Upstream
 from proxysigv4_core import config as config_module
 from proxysigv4_core.config import ConfigError, parse_config
 from proxysigv4_core.inference import infer_service_region, infer_signing_algorithm
