@@ -104,7 +104,7 @@ def feature(stack: list[str]) -> str | None:
         for name, members in FEATURES:
             if function in members or function.split(".")[-1] in members:
                 return name
-    return "forward & record" if "ProxySigV4._forward" in inside else "hook entry"
+    return "forward & record" if "forward" in inside else "hook entry"  # forwarding.forward's own lines
 
 
 def shares(raw: str) -> dict[str, float]:

@@ -324,7 +324,7 @@ def test_breakdown_sorts_the_addons_hook_samples_by_feature():
     import breakdown as where
 
     hook = "BaseEventLoop._run_once (base_events.py:1987);AddonManager.invoke_addon (addonmanager.py:269)"
-    forward = f"{hook};ProxySigV4.request (addon.py:379);ProxySigV4._forward (addon.py:206);forward (forwarding.py:41)"
+    forward = f"{hook};ProxySigV4.request (addon.py:379);ProxySigV4._settle (addon.py:206);forward (forwarding.py:41)"
     stacks = {
         f"{hook};ProxySigV4.requestheaders (addon.py:347);prepare (intake.py:55);"
         "upstream_for (intake.py:128);resolve (routing.py:193)": "routing",
@@ -346,7 +346,7 @@ def test_breakdown_sorts_the_addons_hook_samples_by_feature():
             "response headers"
         ),
         f"{hook};ProxySigV4.response (addon.py:630);ProxySigV4._finish (addon.py:690)": "finish",
-        f"{hook};ProxySigV4.request (addon.py:362)": "hook entry",
+        f"{hook};ProxySigV4.request (addon.py:378);ProxySigV4._settle (addon.py:190)": "hook entry",
         f"{hook};Floor.request (floor.py:50)": None,  # not proxysigv4's
         f"{hook};Dumper.response (dumper.py:300)": None,
     }
