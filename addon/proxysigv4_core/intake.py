@@ -135,14 +135,16 @@ def _prepare_reverse(
         stage = checked = (
             _checked(received) if rules is None else _check_browser(rules, flow, received, first)
         )
+        routed: Routed | None = None
         if rules is not None and _is_preflight(flow, first):
             stage = routed = _routed(checked, upstream_for(rules, flow), checked.cors_origin)
             origin = browser.check_origin(first.get("origin"), None, checked.host, routed.route.cors_origins)
             if origin is not None:
                 return _preflight(routed, origin, first, bearer=rules.bearer is not None)
         authenticate(state, flow)
-        upstream = upstream_for(state, flow)
-        stage = routed = _routed(checked, upstream, checked.cors_origin)
+        if routed is None:  # else routed above: not a preflight its route answers, a request like any other
+            stage = routed = _routed(checked, upstream_for(state, flow), checked.cors_origin)
+        upstream = routed.upstream
         if rules is not None:
             site = first.get("sec-fetch-site")
             origin = browser.check_origin(
